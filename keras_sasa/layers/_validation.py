@@ -1,0 +1,47 @@
+"""Argument checks shared by the layers: each error names the argument and echoes its value."""
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_int(name, value):
+    if not _is_int(value):
+        raise TypeError(
+            f"Invalid type for argument `{name}`. Expected an integer. "
+            f"Received {name}={value!r} of type {type(value).__name__}"
+        )
+    if value < 1:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a strictly positive value. "
+            f"Received {name}={value}"
+        )
+    return value
+
+
+def odd_kernel_size(name, value):
+    positive_int(name, value)
+    if value % 2 == 0:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected an odd value, so that the "
+            f"window is centred on its pixel. Received {name}={value}"
+        )
+    return value
+
+
+def one_of(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected one of {choices}. "
+            f"Received {name}={value!r}"
+        )
+    return value
+
+
+def boolean(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"Invalid type for argument `{name}`. Expected a bool. "
+            f"Received {name}={value!r} of type {type(value).__name__}"
+        )
+    return value

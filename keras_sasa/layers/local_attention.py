@@ -1,0 +1,277 @@
+"""`LocalSelfAttention2D`: the stand-alone self-attention layer of Ramachandran et al. 2019.
+
+The layer owns the weights (W_Q, W_K, W_V and the relative row/column tables), validates
+its arguments and handles dtypes; the attention itself lives in `keras_sasa.ops`.
+"""
+
+import keras
+from keras import ops
+
+from keras_sasa.layers import _validation as check
+from keras_sasa.ops import window_attention as attention_ops
+
+
+@keras.saving.register_keras_serializable(package="keras_sasa")
+class LocalSelfAttention2D(keras.layers.Layer):
+    """Local self-attention over the k x k window around every pixel (SASA).
+
+    For every pixel ij this layer computes, per head (Ramachandran et al. 2019, eq. 2-3):
+
+        y_ij = sum_{ab in N_k(ij)} softmax_ab(s * (q_ij . k_ab + q_ij . r_{a-i,b-j})) v_ab
+
+    with 1x1 projections q = W_Q x, k = W_K x, v = W_V x (no bias unless `use_bias`) and
+    N_k(ij) the `kernel_size` x `kernel_size` window centred on ij (spaced by
+    `dilation_rate`). The channels are split into `num_heads` heads, each with its own
+    softmax; the heads' outputs are concatenated (no output projection), giving `filters`
+    channels.
+
+    Relative position: a learned row table and a learned column table hold one embedding
+    per offset in the window. Every head uses the first ceil(head_size / 2) channels of
+    its query against the row offset a-i and the remaining floor(head_size / 2) against the
+    column offset b-j (an odd head size gives the extra channel to the rows). The
+    embeddings enter the logits only, never the values.
+
+    Scale: by default the logits are multiplied by s = 1 / sqrt(head_size), as in
+    Transformers; `scale_logits=False` gives the paper's unscaled equation (s = 1).
+
+    Borders: with `border="mask"` positions outside the image take no part in the
+    softmax, so a corner pixel spreads its attention over the pixels that exist. With
+    `border="zeros"` they take part with zero keys and values, as in other implementations.
+
+    Downsampling follows the paper: attention runs at stride 1, then `strides` x `strides`
+    average pooling ("same" padding: the output has ceil(size / strides) rows and columns,
+    like `Conv2D(padding="same")`).
+
+    Mixed precision: the variables stay float32; logits, masking and softmax are computed
+    in float32 and only the weighted sum of values runs in the compute dtype.
+
+    Args:
+        filters: number of output channels (q, k and v all have `filters` channels).
+        kernel_size: odd spatial extent k of the window. Defaults to 7, the paper's choice.
+        num_heads: number of heads N; must divide `filters`. Defaults to 8.
+        strides: average-pooling factor applied after the attention. Defaults to 1.
+        dilation_rate: spacing between the window's positions. Defaults to 1.
+        border: `"mask"` (default) or `"zeros"`, see above.
+        use_bias: whether the q/k/v projections have biases. Defaults to False, as in the
+            paper.
+        scale_logits: multiply the logits by 1 / sqrt(head_size). Defaults to True.
+        use_relative_position: learn the row/column tables. False drops the positional
+            term (the "none" row of the paper's Table 5).
+        implementation: `"auto"` (default), `"blocked"` or `"reference"`; see
+            `keras_sasa.ops.window_attention`. All give the same numbers.
+        kernel_initializer, bias_initializer: initializers of the projections.
+        embedding_initializer: initializer of the relative tables. Defaults to a truncated
+            normal with standard deviation 1 / sqrt(head_size).
+        kernel_regularizer, bias_regularizer, embedding_regularizer: regularizers.
+        kernel_constraint, bias_constraint, embedding_constraint: constraints.
+        **kwargs: base layer arguments (`name`, `dtype`, `trainable`, ...).
+
+    Call arguments:
+        inputs: `(batch, height, width, channels)` tensor; batch, height and width may be
+            unknown, and the image may be smaller than the window.
+
+    Returns:
+        `(batch, ceil(height / strides), ceil(width / strides), filters)` tensor.
+
+    Example:
+
+    >>> model = keras.Sequential([
+    ...     keras.Input((32, 32, 16)),
+    ...     keras_sasa.LocalSelfAttention2D(32, kernel_size=7, num_heads=4),
+    ...     keras.layers.GlobalAveragePooling2D(),
+    ...     keras.layers.Dense(10),
+    ... ])
+    >>> model(np.zeros((2, 32, 32, 16))).shape
+    (2, 10)
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=7,
+        num_heads=8,
+        strides=1,
+        dilation_rate=1,
+        border="mask",
+        use_bias=False,
+        scale_logits=True,
+        use_relative_position=True,
+        implementation="auto",
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        embedding_initializer=None,
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        embedding_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        embedding_constraint=None,
+        **kwargs,
+    ):
+        # Inputs and weights are cast by hand in call(): the relative tables must reach
+        # the logits in float32, which Keras' autocasting would not allow.
+        kwargs.pop("autocast", None)
+        super().__init__(autocast=False, **kwargs)
+        self.filters = check.positive_int("filters", filters)
+        self.kernel_size = check.odd_kernel_size("kernel_size", kernel_size)
+        self.num_heads = check.positive_int("num_heads", num_heads)
+        if self.filters % self.num_heads:
+            raise ValueError(
+                "Invalid value for argument `num_heads`. It must divide `filters`. "
+                f"Received num_heads={num_heads}, filters={filters}"
+            )
+        self.strides = check.positive_int("strides", strides)
+        self.dilation_rate = check.positive_int("dilation_rate", dilation_rate)
+        self.border = check.one_of("border", border, attention_ops.BORDER_MODES)
+        self.use_bias = check.boolean("use_bias", use_bias)
+        self.scale_logits = check.boolean("scale_logits", scale_logits)
+        self.use_relative_position = check.boolean(
+            "use_relative_position", use_relative_position
+        )
+        self.implementation = check.one_of(
+            "implementation", implementation, attention_ops.IMPLEMENTATIONS
+        )
+        self.head_size = self.filters // self.num_heads
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.embedding_initializer = (
+            None
+            if embedding_initializer is None
+            else keras.initializers.get(embedding_initializer)
+        )
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.embedding_regularizer = keras.regularizers.get(embedding_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.embedding_constraint = keras.constraints.get(embedding_constraint)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 4:
+            raise ValueError(
+                f"{self.__class__.__name__} expects inputs of rank 4 "
+                f"(batch, height, width, channels). Received input_shape={input_shape}"
+            )
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(
+                f"{self.__class__.__name__} needs a known channel count (last axis). "
+                f"Received input_shape={input_shape}"
+            )
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
+
+        def projection(name):
+            return self.add_weight(
+                name=name,
+                shape=(channels, self.filters),
+                initializer=self.kernel_initializer,
+                regularizer=self.kernel_regularizer,
+                constraint=self.kernel_constraint,
+            )
+
+        self.query_kernel = projection("query_kernel")
+        self.key_kernel = projection("key_kernel")
+        self.value_kernel = projection("value_kernel")
+        if self.use_bias:
+            self.qkv_bias = self.add_weight(
+                name="qkv_bias",
+                shape=(3 * self.filters,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        if self.use_relative_position:
+            initializer = self.embedding_initializer or keras.initializers.TruncatedNormal(
+                stddev=self.head_size**-0.5
+            )
+            row_dim = (self.head_size + 1) // 2
+
+            def table(name, dim):
+                return self.add_weight(
+                    name=name,
+                    shape=(self.kernel_size, self.num_heads, dim),
+                    initializer=initializer,
+                    regularizer=self.embedding_regularizer,
+                    constraint=self.embedding_constraint,
+                )
+
+            self.row_embeddings = table("row_embeddings", row_dim)
+            self.column_embeddings = table("column_embeddings", self.head_size - row_dim)
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        kernel = ops.concatenate(
+            [self.query_kernel, self.key_kernel, self.value_kernel], axis=-1
+        )
+        qkv = ops.matmul(x, ops.cast(kernel, self.compute_dtype))
+        if self.use_bias:
+            qkv = qkv + ops.cast(self.qkv_bias, self.compute_dtype)
+        shape = ops.shape(x)
+        heads = (shape[0], shape[1], shape[2], self.num_heads, self.head_size)
+        query, key, value = (
+            ops.reshape(t, heads) for t in ops.split(qkv, 3, axis=-1)
+        )
+        if self.use_relative_position:
+            row, column = self.row_embeddings.value, self.column_embeddings.value
+        else:
+            row = column = None
+        out = attention_ops.local_attention(
+            query,
+            key,
+            value,
+            row,
+            column,
+            kernel_size=self.kernel_size,
+            dilation_rate=self.dilation_rate,
+            border=self.border,
+            scale=None if self.scale_logits else 1.0,
+            implementation=self.implementation,
+        )
+        out = ops.reshape(out, (shape[0], shape[1], shape[2], self.filters))
+        if self.strides > 1:
+            out = ops.average_pool(out, self.strides, self.strides, padding="same")
+        return out
+
+    def compute_output_shape(self, input_shape):
+        def pooled(size):
+            return None if size is None else -(-size // self.strides)
+
+        batch, height, width, _ = input_shape
+        return (batch, pooled(height), pooled(width), self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "num_heads": self.num_heads,
+                "strides": self.strides,
+                "dilation_rate": self.dilation_rate,
+                "border": self.border,
+                "use_bias": self.use_bias,
+                "scale_logits": self.scale_logits,
+                "use_relative_position": self.use_relative_position,
+                "implementation": self.implementation,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "embedding_initializer": (
+                    None
+                    if self.embedding_initializer is None
+                    else keras.initializers.serialize(self.embedding_initializer)
+                ),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "embedding_regularizer": keras.regularizers.serialize(
+                    self.embedding_regularizer
+                ),
+                "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+                "embedding_constraint": keras.constraints.serialize(
+                    self.embedding_constraint
+                ),
+            }
+        )
+        return config

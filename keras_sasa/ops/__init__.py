@@ -1,0 +1,7 @@
+"""The attention math as functions over plain tensors (no weights)."""
+
+from keras_sasa.ops.window_attention import local_attention
+from keras_sasa.ops.window_attention import local_attention_blocked
+from keras_sasa.ops.window_attention import local_attention_reference
+
+__all__ = ["local_attention", "local_attention_blocked", "local_attention_reference"]

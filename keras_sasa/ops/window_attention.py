@@ -1,0 +1,378 @@
+"""Local (neighbourhood) self-attention over 2-D feature maps, as plain tensor functions.
+
+Implements the attention of Ramachandran et al., "Stand-Alone Self-Attention in Vision
+Models" (NeurIPS 2019), eq. 2-3: every pixel ij attends to the k x k window N_k(ij) centred
+on it, with logits q_ij . k_ab + q_ij . r_{a-i, b-j}, a softmax over the window and a weighted
+sum of values.
+
+The functions here own no weights; `keras_sasa.layers.LocalSelfAttention2D` wraps them.
+
+Tensor layout (channels last, heads split out):
+    query, key: (batch, height, width, num_heads, key_dim)
+    value:      (batch, height, width, num_heads, value_dim)
+    row_embeddings:    (kernel_size, num_heads, row_dim)
+    column_embeddings: (kernel_size, num_heads, key_dim - row_dim)
+Each head uses the first `row_dim` channels of its query against the row offset a-i and the
+rest against the column offset b-j. Entry 0 of a table is the offset -(kernel_size // 2).
+
+Two exact implementations:
+- `local_attention_reference`: the literal algorithm on `tf.image.extract_patches`, which
+  copies every key and value kernel_size**2 times. Slow; it is the oracle for tests.
+- `local_attention_blocked`: queries in block_size x block_size blocks attend to their
+  (block_size + kernel_size - 1)**2 memory block in one batched matmul, with the keys
+  outside each query's own window masked. Dilation runs through `tf.space_to_batch`: a
+  dilated window is a plain window on each of the dilation**2 interleaved sub-grids.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+BORDER_MODES = ("mask", "zeros")
+IMPLEMENTATIONS = ("auto", "blocked", "reference")
+
+# Added to the logits of positions that take no part in the softmax. Logits are always
+# float32 here, so this is far from overflow, and exp(_MASKED - max) is exactly 0.
+_MASKED = -1e9
+
+
+def _check_args(kernel_size, dilation_rate, border):
+    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(
+            "Invalid value for argument `kernel_size`. Expected a positive odd integer. "
+            f"Received kernel_size={kernel_size}"
+        )
+    if not isinstance(dilation_rate, int) or dilation_rate < 1:
+        raise ValueError(
+            "Invalid value for argument `dilation_rate`. Expected an integer >= 1. "
+            f"Received dilation_rate={dilation_rate}"
+        )
+    if border not in BORDER_MODES:
+        raise ValueError(
+            f"Invalid value for argument `border`. Expected one of {BORDER_MODES}. "
+            f"Received border={border!r}"
+        )
+
+
+def _logit_scale(scale, key_dim):
+    return 1.0 / math.sqrt(key_dim) if scale is None else float(scale)
+
+
+def _split_query(query, row_embeddings):
+    row_dim = row_embeddings.shape[-1]
+    return query[..., :row_dim], query[..., row_dim:]
+
+
+def _softmax_last(logits):
+    # TF's CPU Softmax kernel takes at most 5 dimensions: work on a matrix.
+    shape = tf.shape(logits)
+    probs = tf.nn.softmax(tf.reshape(logits, [-1, shape[-1]]), axis=-1)
+    return tf.reshape(probs, shape)
+
+
+def local_attention_reference(
+    query,
+    key,
+    value,
+    row_embeddings,
+    column_embeddings,
+    kernel_size,
+    dilation_rate=1,
+    border="mask",
+    scale=None,
+    return_attention_scores=False,
+):
+    """Local attention the literal way, on `tf.image.extract_patches` (the test oracle).
+
+    Args:
+        query, key: `(batch, height, width, num_heads, key_dim)` tensors.
+        value: `(batch, height, width, num_heads, value_dim)` tensor.
+        row_embeddings: `(kernel_size, num_heads, row_dim)` relative row table, or None
+            for no positional term.
+        column_embeddings: `(kernel_size, num_heads, key_dim - row_dim)` column table
+            (None with `row_embeddings`).
+        kernel_size: odd spatial extent k of the window.
+        dilation_rate: spacing between window positions.
+        border: `"mask"`: positions outside the image take no part in the softmax;
+            `"zeros"`: they take part with zero keys and values.
+        scale: multiplier of the logits; `None` means `1 / sqrt(key_dim)`.
+        return_attention_scores: also return the weights,
+            `(batch, height, width, num_heads, kernel_size * kernel_size)`, window positions
+            in row-major order.
+
+    Returns:
+        `(batch, height, width, num_heads, value_dim)`, in the dtype of `value`.
+    """
+    _check_args(kernel_size, dilation_rate, border)
+    k, d = kernel_size, dilation_rate
+    shape = tf.shape(query)
+    batch, height, width = shape[0], shape[1], shape[2]
+    num_heads, key_dim = query.shape[3], query.shape[4]
+    value_dim = value.shape[4]
+
+    def patches(x):
+        n = tf.shape(x)[0]
+        flat = tf.reshape(x, [n, height, width, x.shape[3] * x.shape[4]])
+        p = tf.image.extract_patches(
+            flat, sizes=[1, k, k, 1], strides=[1, 1, 1, 1], rates=[1, d, d, 1], padding="SAME"
+        )
+        return tf.reshape(p, [n, height, width, k * k, x.shape[3], x.shape[4]])
+
+    q = tf.cast(query, "float32") * _logit_scale(scale, key_dim)
+    key_patches = patches(tf.cast(key, "float32"))
+    logits = tf.einsum("bhwnd,bhwpnd->bhwnp", q, key_patches)
+    if row_embeddings is not None:
+        q_row, q_col = _split_query(q, row_embeddings)
+        row_logits = tf.einsum("bhwnd,knd->bhwnk", q_row, tf.cast(row_embeddings, "float32"))
+        col_logits = tf.einsum(
+            "bhwnd,knd->bhwnk", q_col, tf.cast(column_embeddings, "float32")
+        )
+        rel = row_logits[..., :, None] + col_logits[..., None, :]
+        logits += tf.reshape(rel, [batch, height, width, num_heads, k * k])
+    if border == "mask":
+        inside = patches(tf.ones([1, height, width, 1, 1]))[..., 0, 0]
+        logits += (1.0 - inside[:, :, :, None, :]) * _MASKED
+    probs = _softmax_last(logits)
+    value_patches = patches(value)
+    out = tf.einsum("bhwnp,bhwpnd->bhwnd", tf.cast(probs, value.dtype), value_patches)
+    out = tf.reshape(out, [batch, height, width, num_heads, value_dim])
+    if return_attention_scores:
+        return out, probs
+    return out
+
+
+def _pad_to(x, axis, before, total):
+    """Zero-pads `x` along `axis` with `before` in front and up to length `total`."""
+    size = tf.shape(x)[axis]
+    paddings = [[0, 0]] * len(x.shape)
+    paddings[axis] = [before, total - size - before]
+    return tf.pad(x, paddings)
+
+
+def _blocks_with_halo(x, axis, num_blocks, block_size, memory_size):
+    """Overlapping windows of `memory_size` starting every `block_size` along `axis`.
+
+    `x` must already be padded to at least (num_blocks + extra) * block_size along `axis`;
+    returns x with `axis` replaced by (num_blocks, memory_size). Built from reshapes,
+    slices and a concat, whose gradients are pads: cheap, unlike extract_patches'.
+    """
+    extra = -(-(memory_size - block_size) // block_size)
+    shape = tf.unstack(tf.shape(x))
+    pieces = []
+    for j in range(extra + 1):
+        begin = [0] * len(x.shape)
+        begin[axis] = j * block_size
+        size = [-1] * len(x.shape)
+        size[axis] = num_blocks * block_size
+        piece = tf.slice(x, begin, size)
+        new_shape = shape[:axis] + [num_blocks, block_size] + shape[axis + 1 :]
+        pieces.append(tf.reshape(piece, new_shape))
+    joined = tf.concat(pieces, axis=axis + 1) if len(pieces) > 1 else pieces[0]
+    begin = [0] * (len(x.shape) + 1)
+    size = [-1] * (len(x.shape) + 1)
+    size[axis + 1] = memory_size
+    return tf.slice(joined, begin, size)
+
+
+def _relative_table(table, block_size, kernel_size):
+    """(kernel_size, N, D) offsets table -> (N, block_size, memory_size, D).
+
+    Entry [n, i, m] is the embedding of offset m - i between query i of a block and memory
+    position m; pairs outside the window get a clipped entry (they are masked anyway).
+    """
+    memory_size = block_size + kernel_size - 1
+    offsets = np.arange(memory_size)[None, :] - np.arange(block_size)[:, None]
+    index = np.clip(offsets, 0, kernel_size - 1)
+    gathered = tf.gather(table, index)  # (b, M, N, D)
+    return tf.transpose(gathered, [2, 0, 1, 3])
+
+
+def _window_bias(block_size, kernel_size):
+    """(b*b, M*M) float32 bias: 0 where the memory position is in the query's window."""
+    memory_size = block_size + kernel_size - 1
+    offsets = np.arange(memory_size)[None, :] - np.arange(block_size)[:, None]
+    inside_1d = (offsets >= 0) & (offsets < kernel_size)  # (b, M)
+    inside = inside_1d[:, None, :, None] & inside_1d[None, :, None, :]  # (b, b, M, M)
+    bias = np.where(inside, 0.0, _MASKED).astype("float32")
+    return bias.reshape(block_size * block_size, memory_size * memory_size)
+
+
+def default_block_size(height, width, kernel_size):
+    """Block edge used by `local_attention_blocked` when none is given.
+
+    Smaller blocks waste less work on keys outside each query's window ((b + k - 1)^2 keys
+    per query instead of k^2); larger ones make better matmuls. For known sizes the block
+    is chosen so that padding the image up to whole blocks wastes little.
+    """
+    sizes = [s for s in (height, width) if s is not None]
+    candidates = range(4, 17)
+    if not sizes:
+        return 8
+
+    def cost(b):
+        padded = 1.0
+        for s in sizes:
+            padded *= -(-s // b) * b / s
+        per_query = (b + kernel_size - 1) ** 2 + 2.0 * b * b  # keys + per-block overhead
+        return padded * per_query / b ** 0.5
+
+    return min(candidates, key=cost)
+
+
+def local_attention_blocked(
+    query,
+    key,
+    value,
+    row_embeddings,
+    column_embeddings,
+    kernel_size,
+    dilation_rate=1,
+    border="mask",
+    scale=None,
+    block_size=None,
+):
+    """Exact local attention by blocks of queries; same arguments as the reference.
+
+    `block_size` is the edge of the query blocks (default: `default_block_size`).
+    Returns `(batch, height, width, num_heads, value_dim)` in the dtype of `value`.
+    """
+    _check_args(kernel_size, dilation_rate, border)
+    if block_size is None:
+        block_size = default_block_size(query.shape[1], query.shape[2], kernel_size)
+    d = dilation_rate
+    shape = tf.shape(query)
+    batch, height, width = shape[0], shape[1], shape[2]
+    num_heads, key_dim, value_dim = query.shape[3], query.shape[4], value.shape[4]
+
+    q = tf.cast(query, "float32") * _logit_scale(scale, key_dim)
+    tensors = [q, tf.cast(key, "float32"), value]
+    inside = tf.ones([1, height, width, 1])
+    if d > 1:
+        # A dilated window is a plain window on each of the d*d interleaved sub-grids.
+        pad = [[0, (-height) % d], [0, (-width) % d]]
+
+        def to_grids(x):
+            channels = x.shape[3] * (x.shape[4] if len(x.shape) == 5 else 1)
+            flat = tf.reshape(x, [tf.shape(x)[0], height, width, channels])
+            return tf.space_to_batch(flat, [d, d], pad)
+
+        tensors = [to_grids(t) for t in tensors]
+        inside = to_grids(inside)
+        tensors = [
+            tf.reshape(t, tf.concat([tf.shape(t)[:3], [num_heads, -1]], 0)) for t in tensors
+        ]
+    grids = d * d
+    out = _blocked_core(
+        *tensors,
+        inside[..., 0],
+        grids,
+        None if row_embeddings is None else tf.cast(row_embeddings, "float32"),
+        None if column_embeddings is None else tf.cast(column_embeddings, "float32"),
+        kernel_size,
+        border,
+        block_size,
+    )
+    if d > 1:
+        sub = tf.shape(out)
+        flat = tf.reshape(out, [sub[0], sub[1], sub[2], num_heads * value_dim])
+        flat = tf.batch_to_space(flat, [d, d], pad)
+        out = tf.reshape(flat, [batch, height, width, num_heads, value_dim])
+    return out
+
+
+def _blocked_core(q, k, v, inside, grids, row_table, col_table, kernel_size, border, b):
+    """Blocked attention over (grids * batch, H, W, N, D) tensors, undilated.
+
+    `inside`: (grids, H, W) float mask, 1 on real pixels of each sub-grid.
+    """
+    shape = tf.shape(q)
+    gb, height, width = shape[0], shape[1], shape[2]
+    num_heads, key_dim, value_dim = q.shape[3], q.shape[4], v.shape[4]
+    halo = kernel_size // 2
+    mem = b + kernel_size - 1
+    nbh = (height + b - 1) // b
+    nbw = (width + b - 1) // b
+    extra = -(-(mem - b) // b)
+
+    # Queries: (gb, nbh, b, nbw, b, N, D) -> (gb * nbh * nbw, N, b, b, D).
+    qp = _pad_to(_pad_to(q, 1, 0, nbh * b), 2, 0, nbw * b)
+    qp = tf.reshape(qp, [gb, nbh, b, nbw, b, num_heads, key_dim])
+    qp = tf.transpose(qp, [0, 1, 3, 5, 2, 4, 6])
+    qp = tf.reshape(qp, [-1, num_heads, b, b, key_dim])
+
+    def memory_blocks(x):
+        # (gb, H, W, ...) -> (gb, nbh, M, nbw, M, ...): each block plus its halo.
+        x = _pad_to(x, 1, halo, (nbh + extra) * b)
+        x = _pad_to(x, 2, halo, (nbw + extra) * b)
+        x = _blocks_with_halo(x, 1, nbh, b, mem)
+        return _blocks_with_halo(x, 3, nbw, b, mem)
+
+    def memory(x, dim):
+        x = tf.reshape(memory_blocks(x), [gb, nbh, mem, nbw, mem, num_heads, dim])
+        x = tf.transpose(x, [0, 1, 3, 5, 2, 4, 6])
+        return tf.reshape(x, [-1, num_heads, mem * mem, dim])
+
+    kp = memory(k, key_dim)
+    logits = tf.matmul(tf.reshape(qp, [-1, num_heads, b * b, key_dim]), kp, transpose_b=True)
+
+    if row_table is not None:
+        q_row, q_col = _split_query(qp, row_table)
+        row = tf.einsum("xnijd,nimd->xnijm", q_row, _relative_table(row_table, b, kernel_size))
+        col = tf.einsum("xnijd,njmd->xnijm", q_col, _relative_table(col_table, b, kernel_size))
+        rel = row[..., :, None] + col[..., None, :]  # (x, N, b, b, M, M)
+        logits += tf.reshape(rel, [-1, num_heads, b * b, mem * mem])
+
+    bias = tf.constant(_window_bias(b, kernel_size))
+    if border == "mask":
+        outside = 1.0 - memory_blocks(inside)  # (grids, nbh, M, nbw, M)
+        outside = tf.transpose(outside, [0, 1, 3, 2, 4])
+        outside = tf.reshape(outside, [grids, 1, nbh * nbw, 1, 1, mem * mem])
+        logits = tf.reshape(logits, [grids, -1, nbh * nbw, num_heads, b * b, mem * mem])
+        logits += outside * _MASKED + bias
+    else:
+        logits += bias
+    probs = tf.cast(_softmax_last(logits), v.dtype)
+    probs = tf.reshape(probs, [-1, num_heads, b * b, mem * mem])
+
+    out = tf.matmul(probs, memory(v, value_dim))  # (x, N, b*b, Dv)
+    out = tf.reshape(out, [gb, nbh, nbw, num_heads, b, b, value_dim])
+    out = tf.transpose(out, [0, 1, 4, 2, 5, 3, 6])
+    out = tf.reshape(out, [gb, nbh * b, nbw * b, num_heads, value_dim])
+    return out[:, :height, :width]
+
+
+def local_attention(
+    query,
+    key,
+    value,
+    row_embeddings,
+    column_embeddings,
+    kernel_size,
+    dilation_rate=1,
+    border="mask",
+    scale=None,
+    implementation="auto",
+):
+    """Local attention with the implementation picked by `implementation`.
+
+    `"auto"` takes the blocked implementation (exact, faster, less memory); `"reference"`
+    the extract_patches oracle. Arguments as for `local_attention_reference`.
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"Invalid value for argument `implementation`. Expected one of {IMPLEMENTATIONS}. "
+            f"Received implementation={implementation!r}"
+        )
+    fn = local_attention_reference if implementation == "reference" else local_attention_blocked
+    return fn(
+        query,
+        key,
+        value,
+        row_embeddings,
+        column_embeddings,
+        kernel_size,
+        dilation_rate=dilation_rate,
+        border=border,
+        scale=scale,
+    )
