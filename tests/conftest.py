@@ -1,0 +1,26 @@
+"""Test set-up. The first lines run before TensorFlow initialises its devices."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices, so that tf.distribute strategies can be tested on one CPU.
+# This must happen before anything touches the devices.
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _reset_keras_state():
+    """Each test starts from float32 and fresh layer names."""
+    keras.mixed_precision.set_global_policy("float32")
+    keras.utils.clear_session()
+    yield
+    keras.mixed_precision.set_global_policy("float32")
