@@ -253,15 +253,12 @@ def local_attention_blocked(
         pad = [[0, (-height) % d], [0, (-width) % d]]
 
         def to_grids(x):
-            channels = x.shape[3] * (x.shape[4] if len(x.shape) == 5 else 1)
-            flat = tf.reshape(x, [tf.shape(x)[0], height, width, channels])
-            return tf.space_to_batch(flat, [d, d], pad)
+            flat = tf.reshape(x, [tf.shape(x)[0], height, width, -1])
+            grids = tf.space_to_batch(flat, [d, d], pad)
+            return tf.reshape(grids, tf.concat([tf.shape(grids)[:3], x.shape[3:]], 0))
 
         tensors = [to_grids(t) for t in tensors]
         inside = to_grids(inside)
-        tensors = [
-            tf.reshape(t, tf.concat([tf.shape(t)[:3], [num_heads, -1]], 0)) for t in tensors
-        ]
     grids = d * d
     out = _blocked_core(
         *tensors,

@@ -1,0 +1,139 @@
+"""The attention functions in keras_sasa.ops against the paper's equation, pixel by pixel."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_sasa.ops import window_attention as wa
+from numpy_reference import local_attention_loops
+
+
+def random_inputs(seed, batch, height, width, heads, key_dim, kernel_size, value_dim=None):
+    rng = np.random.default_rng(seed)
+    value_dim = value_dim or key_dim
+    row_dim = (key_dim + 1) // 2
+
+    def normal(*shape):
+        return rng.normal(size=shape).astype("float32")
+
+    return (
+        normal(batch, height, width, heads, key_dim),
+        normal(batch, height, width, heads, key_dim),
+        normal(batch, height, width, heads, value_dim),
+        normal(kernel_size, heads, row_dim),
+        normal(kernel_size, heads, key_dim - row_dim),
+    )
+
+
+# (batch, height, width, heads, key_dim, kernel_size, dilation, border)
+CASES = [
+    (2, 5, 7, 2, 4, 3, 1, "mask"),
+    (1, 9, 6, 2, 3, 5, 2, "zeros"),
+    (1, 11, 13, 1, 6, 7, 1, "mask"),
+    (1, 11, 13, 1, 6, 7, 1, "zeros"),
+    (1, 3, 4, 2, 2, 7, 1, "mask"),  # image smaller than the window
+    (1, 3, 4, 2, 2, 7, 1, "zeros"),
+    (2, 10, 9, 2, 5, 3, 3, "mask"),
+    (1, 12, 12, 4, 2, 9, 1, "zeros"),
+    (1, 6, 5, 3, 1, 5, 1, "mask"),  # head size 1: no column channels
+    (1, 8, 8, 2, 4, 1, 1, "mask"),  # kernel_size 1: attends to itself only
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("fn", ["reference", "blocked"])
+def test_matches_paper_equation(case, fn):
+    batch, height, width, heads, key_dim, k, dilation, border = case
+    q, key, v, rows, cols = random_inputs(0, batch, height, width, heads, key_dim, k, key_dim + 1)
+    expected = local_attention_loops(q, key, v, rows, cols, k, dilation, border)
+    op = wa.local_attention_reference if fn == "reference" else wa.local_attention_blocked
+    got = op(q, key, v, rows, cols, k, dilation_rate=dilation, border=border)
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("block_size", [2, 3, 4, 5, 8])
+@pytest.mark.parametrize("border", ["mask", "zeros"])
+def test_blocked_is_exact_for_every_block_size(block_size, border):
+    # 11 x 10 is divisible by none of the blocks but 5 and 2; kernel 7 needs a halo of 3,
+    # wider than blocks 2 and 3.
+    q, key, v, rows, cols = random_inputs(1, 1, 11, 10, 2, 3, 7)
+    expected = local_attention_loops(q, key, v, rows, cols, 7, 1, border)
+    got = wa.local_attention_blocked(q, key, v, rows, cols, 7, border=border, block_size=block_size)
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+
+
+def test_unscaled_logits_match_the_paper_without_scale():
+    q, key, v, rows, cols = random_inputs(2, 1, 6, 6, 2, 4, 3)
+    expected = local_attention_loops(q, key, v, rows, cols, 3, scale=1.0)
+    for op in (wa.local_attention_reference, wa.local_attention_blocked):
+        got = op(q, key, v, rows, cols, 3, scale=1.0)
+        np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+
+
+def test_no_positional_term_equals_zero_tables():
+    q, key, v, rows, cols = random_inputs(3, 1, 7, 5, 2, 4, 5)
+    expected = local_attention_loops(q, key, v, 0 * rows, 0 * cols, 5)
+    for op in (wa.local_attention_reference, wa.local_attention_blocked):
+        got = op(q, key, v, None, None, 5)
+        np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("implementation", ["reference", "blocked"])
+def test_unknown_spatial_sizes(implementation):
+    spec = tf.TensorSpec([None, None, None, 2, 4], tf.float32)
+    table = tf.TensorSpec([5, 2, 2], tf.float32)
+    fn = tf.function(
+        lambda q, k, v, r, c: wa.local_attention(
+            q, k, v, r, c, 5, dilation_rate=2, implementation=implementation
+        ),
+        input_signature=[spec, spec, spec, table, table],
+    )
+    for height, width in [(7, 9), (4, 3), (12, 5)]:
+        q, key, v, rows, cols = random_inputs(4, 2, height, width, 2, 4, 5)
+        expected = local_attention_loops(q, key, v, rows, cols, 5, 2)
+        np.testing.assert_allclose(fn(q, key, v, rows, cols).numpy(), expected, atol=1e-5)
+
+
+def test_corner_pixel_puts_no_weight_on_padding():
+    q, key, v, rows, cols = random_inputs(5, 1, 6, 6, 1, 2, 5)
+    _, weights = wa.local_attention_reference(
+        q, key, v, rows, cols, 5, return_attention_scores=True
+    )
+    corner = weights.numpy()[0, 0, 0, 0].reshape(5, 5)
+    assert corner[:2].sum() == 0.0 and corner[:, :2].sum() == 0.0
+    np.testing.assert_allclose(corner[2:, 2:].sum(), 1.0, rtol=1e-6)
+    _, weights = wa.local_attention_reference(
+        q, key, v, rows, cols, 5, border="zeros", return_attention_scores=True
+    )
+    assert weights.numpy()[0, 0, 0, 0].reshape(5, 5)[:2].sum() > 0.0
+
+
+def test_gradients_match_reference():
+    inputs = [tf.constant(t) for t in random_inputs(6, 1, 9, 7, 2, 4, 5)]
+
+    def grads(op):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            out = op(*inputs, 5, dilation_rate=1, border="mask")
+            loss = tf.reduce_sum(tf.sin(out))
+        return [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, inputs)]
+
+    for got, expected in zip(grads(wa.local_attention_blocked), grads(wa.local_attention_reference)):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"kernel_size": 4}, "kernel_size=4"),
+        ({"kernel_size": 0}, "kernel_size=0"),
+        ({"dilation_rate": 0}, "dilation_rate=0"),
+        ({"border": "reflect"}, "border='reflect'"),
+        ({"implementation": "fast"}, "implementation='fast'"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    q, key, v, rows, cols = random_inputs(7, 1, 4, 4, 1, 2, 3)
+    args = {"kernel_size": 3, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        wa.local_attention(q, key, v, rows, cols, **args)
