@@ -61,7 +61,8 @@ def _logit_scale(scale, key_dim):
 
 def _split_query(query, row_embeddings):
     row_dim = row_embeddings.shape[-1]
-    return query[..., :row_dim], query[..., row_dim:]
+    # tf.split: its gradient is a concat, far cheaper than a strided slice's.
+    return tf.split(query, [row_dim, query.shape[-1] - row_dim], axis=-1)
 
 
 def _softmax_last(logits):
@@ -189,35 +190,31 @@ def _relative_table(table, block_size, kernel_size):
 
 
 def _window_bias(block_size, kernel_size):
-    """(b*b, M*M) float32 bias: 0 where the memory position is in the query's window."""
+    """(b, M) float32: 0 where memory position m is in the window of block position i."""
     memory_size = block_size + kernel_size - 1
     offsets = np.arange(memory_size)[None, :] - np.arange(block_size)[:, None]
-    inside_1d = (offsets >= 0) & (offsets < kernel_size)  # (b, M)
-    inside = inside_1d[:, None, :, None] & inside_1d[None, :, None, :]  # (b, b, M, M)
-    bias = np.where(inside, 0.0, _MASKED).astype("float32")
-    return bias.reshape(block_size * block_size, memory_size * memory_size)
+    inside = (offsets >= 0) & (offsets < kernel_size)
+    return np.where(inside, 0.0, _MASKED).astype("float32")
 
 
 def default_block_size(height, width, kernel_size):
-    """Block edge used by `local_attention_blocked` when none is given.
+    """Edge of the query blocks used by `local_attention_blocked` when none is given.
 
-    Smaller blocks waste less work on keys outside each query's window ((b + k - 1)^2 keys
-    per query instead of k^2); larger ones make better matmuls. For known sizes the block
-    is chosen so that padding the image up to whole blocks wastes little.
+    Each query of a b x b block scores (b + k - 1)^2 keys instead of its k^2, so small
+    blocks waste less; but tiny blocks make tiny matmuls. b = 4 measured fastest for
+    k = 7 on CPU (benchmarks/). For known sizes a block that tiles the image without
+    padding is preferred among near-equal choices.
     """
     sizes = [s for s in (height, width) if s is not None]
-    candidates = range(4, 17)
-    if not sizes:
-        return 8
 
     def cost(b):
         padded = 1.0
         for s in sizes:
             padded *= -(-s // b) * b / s
-        per_query = (b + kernel_size - 1) ** 2 + 2.0 * b * b  # keys + per-block overhead
-        return padded * per_query / b ** 0.5
+        # Keys scored per query, plus a per-block overhead of about 6 queries' worth.
+        return padded * ((b + kernel_size - 1) ** 2 + 6.0 * (b + kernel_size - 1) ** 2 / (b * b))
 
-    return min(candidates, key=cost)
+    return min(range(3, 9), key=cost)
 
 
 def local_attention_blocked(
@@ -243,27 +240,30 @@ def local_attention_blocked(
     d = dilation_rate
     shape = tf.shape(query)
     batch, height, width = shape[0], shape[1], shape[2]
-    num_heads, key_dim, value_dim = query.shape[3], query.shape[4], value.shape[4]
 
-    q = tf.cast(query, "float32") * _logit_scale(scale, key_dim)
+    q = tf.cast(query, "float32") * _logit_scale(scale, query.shape[4])
     tensors = [q, tf.cast(key, "float32"), value]
-    inside = tf.ones([1, height, width, 1])
+    # Which rows / columns of each sub-grid are real pixels (grid g = row offset * d +
+    # column offset, the order of tf.space_to_batch).
+    offsets = tf.range(d)
+    rows = tf.range((height + d - 1) // d)
+    cols = tf.range((width + d - 1) // d)
+    row_inside = tf.repeat(offsets[:, None] + rows[None, :] * d < height, d, axis=0)
+    col_inside = tf.tile(offsets[:, None] + cols[None, :] * d < width, [d, 1])
     if d > 1:
         # A dilated window is a plain window on each of the d*d interleaved sub-grids.
         pad = [[0, (-height) % d], [0, (-width) % d]]
 
         def to_grids(x):
-            flat = tf.reshape(x, [tf.shape(x)[0], height, width, -1])
+            flat = tf.reshape(x, [batch, height, width, -1])
             grids = tf.space_to_batch(flat, [d, d], pad)
             return tf.reshape(grids, tf.concat([tf.shape(grids)[:3], x.shape[3:]], 0))
 
         tensors = [to_grids(t) for t in tensors]
-        inside = to_grids(inside)
-    grids = d * d
     out = _blocked_core(
         *tensors,
-        inside[..., 0],
-        grids,
+        row_inside,
+        col_inside,
         None if row_embeddings is None else tf.cast(row_embeddings, "float32"),
         None if column_embeddings is None else tf.cast(column_embeddings, "float32"),
         kernel_size,
@@ -272,19 +272,24 @@ def local_attention_blocked(
     )
     if d > 1:
         sub = tf.shape(out)
-        flat = tf.reshape(out, [sub[0], sub[1], sub[2], num_heads * value_dim])
+        flat = tf.reshape(out, [sub[0], sub[1], sub[2], -1])
         flat = tf.batch_to_space(flat, [d, d], pad)
-        out = tf.reshape(flat, [batch, height, width, num_heads, value_dim])
+        out = tf.reshape(flat, tf.concat([[batch, height, width], tf.shape(out)[3:]], 0))
+        out = tf.ensure_shape(out, [None, None, None, *value.shape[3:]])
     return out
 
 
-def _blocked_core(q, k, v, inside, grids, row_table, col_table, kernel_size, border, b):
+def _blocked_core(q, k, v, row_inside, col_inside, row_table, col_table, kernel_size, border, b):
     """Blocked attention over (grids * batch, H, W, N, D) tensors, undilated.
 
-    `inside`: (grids, H, W) float mask, 1 on real pixels of each sub-grid.
+    `row_inside` (grids, H) and `col_inside` (grids, W) flag the real pixels of each grid.
+    Heads are moved into the batch first, so that every block of every head is one small
+    matmul, and memory blocks are built in (column, row) order, which needs no transpose
+    of the (b + k - 1)^2 / b^2 times larger memory tensors.
     """
     shape = tf.shape(q)
     gb, height, width = shape[0], shape[1], shape[2]
+    grids = tf.shape(row_inside)[0]
     num_heads, key_dim, value_dim = q.shape[3], q.shape[4], v.shape[4]
     halo = kernel_size // 2
     mem = b + kernel_size - 1
@@ -292,51 +297,72 @@ def _blocked_core(q, k, v, inside, grids, row_table, col_table, kernel_size, bor
     nbw = (width + b - 1) // b
     extra = -(-(mem - b) // b)
 
-    # Queries: (gb, nbh, b, nbw, b, N, D) -> (gb * nbh * nbw, N, b, b, D).
-    qp = _pad_to(_pad_to(q, 1, 0, nbh * b), 2, 0, nbw * b)
-    qp = tf.reshape(qp, [gb, nbh, b, nbw, b, num_heads, key_dim])
-    qp = tf.transpose(qp, [0, 1, 3, 5, 2, 4, 6])
-    qp = tf.reshape(qp, [-1, num_heads, b, b, key_dim])
+    def heads_first(x):  # (gb, H, W, N, D) -> (gb * N, H, W, D)
+        x = tf.transpose(x, [0, 3, 1, 2, 4])
+        return tf.reshape(x, [-1, height, width, x.shape[-1]])
 
-    def memory_blocks(x):
-        # (gb, H, W, ...) -> (gb, nbh, M, nbw, M, ...): each block plus its halo.
-        x = _pad_to(x, 1, halo, (nbh + extra) * b)
-        x = _pad_to(x, 2, halo, (nbw + extra) * b)
-        x = _blocks_with_halo(x, 1, nbh, b, mem)
-        return _blocks_with_halo(x, 3, nbw, b, mem)
+    q, k, v = heads_first(q), heads_first(k), heads_first(v)
 
-    def memory(x, dim):
-        x = tf.reshape(memory_blocks(x), [gb, nbh, mem, nbw, mem, num_heads, dim])
-        x = tf.transpose(x, [0, 1, 3, 5, 2, 4, 6])
-        return tf.reshape(x, [-1, num_heads, mem * mem, dim])
+    # Queries: (G, nbh, b, nbw, b, D) -> (G * nbh * nbw, b * b, D), rows major.
+    qb = _pad_to(_pad_to(q, 1, 0, nbh * b), 2, 0, nbw * b)
+    qb = tf.reshape(qb, [-1, nbh, b, nbw, b, key_dim])
+    qb = tf.reshape(tf.transpose(qb, [0, 1, 3, 2, 4, 5]), [-1, b * b, key_dim])
 
-    kp = memory(k, key_dim)
-    logits = tf.matmul(tf.reshape(qp, [-1, num_heads, b * b, key_dim]), kp, transpose_b=True)
+    def halo_blocks(x, axis, num_blocks):
+        x = _pad_to(x, axis, halo, (num_blocks + extra) * b)
+        return _blocks_with_halo(x, axis, num_blocks, b, mem)
 
+    def memory(x):  # (G, H, W, C) -> (G * nbh * nbw, M * M, C), columns major.
+        x = halo_blocks(x, 1, nbh)  # (G, nbh, M, W', C)
+        x = tf.transpose(x, [0, 1, 3, 2, 4])  # (G, nbh, W', M, C)
+        x = halo_blocks(x, 2, nbw)  # (G, nbh, nbw, M, M, C)
+        return tf.reshape(x, [-1, mem * mem, x.shape[-1]])
+
+    logits = tf.matmul(qb, memory(k), transpose_b=True)  # (X, b*b, M*M)
+
+    # Per-axis terms (X, b_row, b_col, M): relative logits plus the window and border
+    # masks, all separable over rows and columns. TF broadcasts at most 5 alternating
+    # dimensions, so the masks are tiled to full size rather than broadcast.
+    window = tf.constant(_window_bias(b, kernel_size))  # (b, M)
+    bn = gb // grids * num_heads
+
+    def axis_bias(inside, num_blocks):  # -> (grids, blocks, b, M)
+        if border == "zeros":
+            return tf.tile(window[None, None], [grids, num_blocks, 1, 1])
+        blocks = halo_blocks(tf.cast(inside, "float32"), 1, num_blocks)
+        return window[None, None] + ((1.0 - blocks) * _MASKED)[:, :, None, :]
+
+    row_term = tf.reshape(axis_bias(row_inside, nbh), [grids, 1, nbh, 1, b, 1, mem])
+    row_term = tf.tile(row_term, [1, bn, 1, nbw, 1, b, 1])
+    col_term = tf.reshape(axis_bias(col_inside, nbw), [grids, 1, 1, nbw, 1, b, mem])
+    col_term = tf.tile(col_term, [1, bn, nbh, 1, b, 1, 1])
     if row_table is not None:
-        q_row, q_col = _split_query(qp, row_table)
-        row = tf.einsum("xnijd,nimd->xnijm", q_row, _relative_table(row_table, b, kernel_size))
-        col = tf.einsum("xnijd,njmd->xnijm", q_col, _relative_table(col_table, b, kernel_size))
-        rel = row[..., :, None] + col[..., None, :]  # (x, N, b, b, M, M)
-        logits += tf.reshape(rel, [-1, num_heads, b * b, mem * mem])
+        queries = tf.reshape(qb, [-1, num_heads, nbh * nbw, b, b, key_dim])
+        q_row, q_col = _split_query(queries, row_table)
+        rel_row = _relative_table(row_table, b, kernel_size)
+        rel_col = _relative_table(col_table, b, kernel_size)
+        row_term += tf.reshape(tf.einsum("gnpijd,nimd->gnpijm", q_row, rel_row), tf.shape(row_term))
+        col_term += tf.reshape(tf.einsum("gnpijd,njmd->gnpijm", q_col, rel_col), tf.shape(col_term))
+    row_term = tf.reshape(row_term, [-1, b, b, 1, mem])
+    col_term = tf.reshape(col_term, [-1, b, b, mem, 1])
+    probs = tf.cast(_biased_softmax(logits, row_term, col_term), v.dtype)
 
-    bias = tf.constant(_window_bias(b, kernel_size))
-    if border == "mask":
-        outside = 1.0 - memory_blocks(inside)  # (grids, nbh, M, nbw, M)
-        outside = tf.transpose(outside, [0, 1, 3, 2, 4])
-        outside = tf.reshape(outside, [grids, 1, nbh * nbw, 1, 1, mem * mem])
-        logits = tf.reshape(logits, [grids, -1, nbh * nbw, num_heads, b * b, mem * mem])
-        logits += outside * _MASKED + bias
-    else:
-        logits += bias
-    probs = tf.cast(_softmax_last(logits), v.dtype)
-    probs = tf.reshape(probs, [-1, num_heads, b * b, mem * mem])
+    out = tf.matmul(probs, memory(v))  # (X, b*b, Dv)
+    out = tf.reshape(out, [-1, nbh, nbw, b, b, value_dim])
+    out = tf.transpose(out, [0, 1, 3, 2, 4, 5])
+    out = tf.reshape(out, [-1, num_heads, nbh * b, nbw * b, value_dim])
+    out = tf.slice(out, [0, 0, 0, 0, 0], [-1, -1, height, width, -1])
+    return tf.transpose(out, [0, 2, 3, 1, 4])
 
-    out = tf.matmul(probs, memory(v, value_dim))  # (x, N, b*b, Dv)
-    out = tf.reshape(out, [gb, nbh, nbw, num_heads, b, b, value_dim])
-    out = tf.transpose(out, [0, 1, 4, 2, 5, 3, 6])
-    out = tf.reshape(out, [gb, nbh * b, nbw * b, num_heads, value_dim])
-    return out[:, :height, :width]
+
+@tf.function(jit_compile=True, autograph=False)
+def _biased_softmax(logits, row_term, col_term):
+    # XLA fuses the adds and the softmax (and their gradients) into a few passes over
+    # the largest tensor of the layer; TF's kernels would make one pass each.
+    _, b, _, _, mem = row_term.shape
+    logits = tf.reshape(logits, [-1, b, b, mem, mem]) + row_term + col_term
+    probs = tf.nn.softmax(tf.reshape(logits, [-1, mem * mem]))
+    return tf.reshape(probs, [-1, b * b, mem * mem])
 
 
 def local_attention(

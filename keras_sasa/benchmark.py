@@ -1,0 +1,200 @@
+"""Speed and memory of LocalSelfAttention2D against its reference and a 3x3 convolution.
+
+Every number is one training step of a single layer: forward and backward, with the
+gradients of the input and of every weight. All contenders run in the same process on the
+same inputs, so the ratios hold even where the absolute times drift.
+"""
+
+import dataclasses
+import json
+import platform
+import statistics
+import time
+
+import keras
+import tensorflow as tf
+
+from keras_sasa.layers import LocalSelfAttention2D
+
+# ResNet-50's four groups at 224 x 224 (batch, size, channels), and the kernel sizes of
+# the paper's Table 4.
+GROUP_SHAPES = [(8, 56, 64), (8, 28, 128), (8, 14, 256), (8, 7, 512)]
+KERNEL_SIZES = [3, 5, 7, 9, 11]
+CONTENDERS = ("auto", "reference", "conv3x3")
+
+
+@dataclasses.dataclass
+class Result:
+    shape: tuple
+    kernel_size: int
+    dtype: str
+    jit_compile: bool
+    contender: str
+    milliseconds: float
+    peak_mib: float
+
+
+def _layer(contender, channels, kernel_size):
+    if contender == "conv3x3":
+        return keras.layers.Conv2D(channels, 3, padding="same", use_bias=False)
+    return LocalSelfAttention2D(
+        channels, kernel_size=kernel_size, num_heads=8, implementation=contender
+    )
+
+
+def _peak_mib(step, x):
+    device = "CPU:0" if not tf.config.list_logical_devices("GPU") else "GPU:0"
+    tf.config.experimental.reset_memory_stats(device)
+    before = tf.config.experimental.get_memory_info(device)["current"]
+    for g in step(x):
+        g.numpy()
+    return (tf.config.experimental.get_memory_info(device)["peak"] - before) / 2**20
+
+
+def measure(contender, shape, kernel_size, jit_compile, dtype="float32", repeats=3):
+    """Median milliseconds and peak extra memory (MiB) of one layer training step."""
+    batch, size, channels = shape
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(
+        "mixed_bfloat16" if dtype == "bfloat16" else "float32"
+    )
+    try:
+        layer = _layer(contender, channels, kernel_size)
+        x = tf.random.normal((batch, size, size, channels))
+        layer.build(x.shape)
+        weights = layer.trainable_variables
+
+        @tf.function(jit_compile=jit_compile)
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.cast(layer(x), "float32")
+                loss = tf.reduce_mean(y * y)
+            return [tf.convert_to_tensor(g) for g in tape.gradient(loss, [x, *weights])]
+
+        for g in step(x):  # trace and compile
+            g.numpy()
+        peak = _peak_mib(step, x)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for g in step(x):
+                g.numpy()
+            times.append((time.perf_counter() - start) * 1000)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    return Result(shape, kernel_size, dtype, jit_compile, contender, statistics.median(times), peak)
+
+
+def default_configs(quick=False):
+    """(shape, kernel_size, dtype) triples: the group shapes, the kernel sizes, bfloat16."""
+    if quick:
+        return [((2, 28, 64), 7, "float32")]
+    configs = [(shape, 7, "float32") for shape in GROUP_SHAPES]
+    configs += [(GROUP_SHAPES[0], k, "float32") for k in KERNEL_SIZES if k != 7]
+    configs.append((GROUP_SHAPES[0], 7, "bfloat16"))
+    return configs
+
+
+def run(configs, jit_modes=(False, True), repeats=3, log=print):
+    results = []
+    for shape, kernel_size, dtype in configs:
+        for jit_compile in jit_modes:
+            for contender in CONTENDERS:
+                r = measure(contender, shape, kernel_size, jit_compile, dtype, repeats)
+                log(
+                    f"{str(shape):>16} k={kernel_size:<2} {dtype:8} jit={jit_compile!s:5} "
+                    f"{contender:9} {r.milliseconds:9.1f} ms {r.peak_mib:9.1f} MiB"
+                )
+                results.append(r)
+    return results
+
+
+def machine_description():
+    return (
+        f"{platform.processor() or platform.machine()}, {tf.config.threading.get_inter_op_parallelism_threads() or 'default'} "
+        f"inter-op threads, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def markdown_table(results):
+    """One row per (shape, kernel, dtype, jit): times, memory and the ratios."""
+    rows = [
+        "| input (B, H=W, C) | k | dtype | jit | fast ms | reference ms | conv3x3 ms "
+        "| speed-up vs ref | x conv time | fast MiB | ref MiB | memory vs ref |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups = {}
+    for r in results:
+        groups.setdefault((r.shape, r.kernel_size, r.dtype, r.jit_compile), {})[r.contender] = r
+    for (shape, k, dtype, jit), by in groups.items():
+        fast, ref, conv = by["auto"], by["reference"], by["conv3x3"]
+        rows.append(
+            f"| {shape} | {k} | {dtype} | {jit} | {fast.milliseconds:.1f} | "
+            f"{ref.milliseconds:.1f} | {conv.milliseconds:.1f} | "
+            f"{ref.milliseconds / fast.milliseconds:.1f}x | "
+            f"{fast.milliseconds / conv.milliseconds:.1f}x | {fast.peak_mib:.0f} | "
+            f"{ref.peak_mib:.0f} | {fast.peak_mib / max(ref.peak_mib, 1e-9):.2f} |"
+        )
+    return "\n".join(rows)
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, jit in zip(axes, (False, True)):
+        chosen = [r for r in results if r.jit_compile == jit and r.dtype == "float32"]
+        labels = []
+        for r in chosen:
+            label = f"{r.shape[1]}x{r.shape[1]}x{r.shape[2]}\nk={r.kernel_size}"
+            if label not in labels:
+                labels.append(label)
+        width = 0.27
+        for i, contender in enumerate(CONTENDERS):
+            values = [
+                next(
+                    r.milliseconds
+                    for r in chosen
+                    if r.contender == contender
+                    and f"{r.shape[1]}x{r.shape[1]}x{r.shape[2]}\nk={r.kernel_size}" == label
+                )
+                for label in labels
+            ]
+            ax.bar([x + (i - 1) * width for x in range(len(labels))], values, width, label=contender)
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms per training step (forward + backward)")
+        ax.set_title(f"LocalSelfAttention2D, jit_compile={jit}")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results, markdown_path, png_path=None, extra=""):
+    text = (
+        "# keras-sasa benchmark\n\n"
+        f"Machine: {machine_description()}.\n\n"
+        "One training step of one layer (forward + backward, gradients of the input and of "
+        "every weight), median of the timed repeats; `fast` is "
+        "`LocalSelfAttention2D(implementation=\"auto\")`, `reference` the extract_patches "
+        "implementation, `conv3x3` `Conv2D(C, 3, padding=\"same\")`. Memory is the peak of "
+        "TensorFlow's allocator during the step, above what was allocated before it.\n\n"
+        + markdown_table(results)
+        + "\n"
+        + extra
+    )
+    with open(markdown_path, "w") as f:
+        f.write(text)
+    if png_path:
+        plot(results, png_path)
+    return text
+
+
+def results_to_json(results):
+    return json.dumps([dataclasses.asdict(r) for r in results], indent=1)
