@@ -55,9 +55,7 @@ def measure(contender, shape, kernel_size, jit_compile, dtype="float32", repeats
     """Median milliseconds and peak extra memory (MiB) of one layer training step."""
     batch, size, channels = shape
     policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(
-        "mixed_bfloat16" if dtype == "bfloat16" else "float32"
-    )
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if dtype == "bfloat16" else "float32")
     try:
         layer = _layer(contender, channels, kernel_size)
         x = tf.random.normal((batch, size, size, channels))
@@ -111,10 +109,11 @@ def run(configs, jit_modes=(False, True), repeats=3, log=print):
 
 
 def machine_description():
+    import os
+
     return (
-        f"{platform.processor() or platform.machine()}, {tf.config.threading.get_inter_op_parallelism_threads() or 'default'} "
-        f"inter-op threads, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-        f"Python {platform.python_version()}"
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, "
+        f"Keras {keras.__version__}, Python {platform.python_version()}"
     )
 
 
@@ -147,7 +146,7 @@ def plot(results, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, jit in zip(axes, (False, True)):
+    for ax, jit in zip(axes, (False, True), strict=True):
         chosen = [r for r in results if r.jit_compile == jit and r.dtype == "float32"]
         labels = []
         for r in chosen:
@@ -165,7 +164,8 @@ def plot(results, path):
                 )
                 for label in labels
             ]
-            ax.bar([x + (i - 1) * width for x in range(len(labels))], values, width, label=contender)
+            positions = [x + (i - 1) * width for x in range(len(labels))]
+            ax.bar(positions, values, width, label=contender)
         ax.set_xticks(range(len(labels)), labels, fontsize=7)
         ax.set_yscale("log")
         ax.set_ylabel("ms per training step (forward + backward)")
@@ -182,8 +182,8 @@ def write_report(results, markdown_path, png_path=None, extra=""):
         f"Machine: {machine_description()}.\n\n"
         "One training step of one layer (forward + backward, gradients of the input and of "
         "every weight), median of the timed repeats; `fast` is "
-        "`LocalSelfAttention2D(implementation=\"auto\")`, `reference` the extract_patches "
-        "implementation, `conv3x3` `Conv2D(C, 3, padding=\"same\")`. Memory is the peak of "
+        '`LocalSelfAttention2D(implementation="auto")`, `reference` the extract_patches '
+        'implementation, `conv3x3` `Conv2D(C, 3, padding="same")`. Memory is the peak of '
         "TensorFlow's allocator during the step, above what was allocated before it.\n\n"
         + markdown_table(results)
         + "\n"

@@ -9,9 +9,7 @@ import tensorflow as tf  # noqa: E402
 # Two logical CPU devices, so that tf.distribute strategies can be tested on one CPU.
 # This must happen before anything touches the devices.
 _cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
-)
+tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

@@ -1,4 +1,4 @@
-"""LocalSelfAttention2D: the paper's equation, its borders and receptive field, and the Keras contract."""
+"""LocalSelfAttention2D: the paper's equation, borders, receptive field, Keras contract."""
 
 import inspect
 import math
@@ -29,7 +29,7 @@ def layer_by_loops(layer, x):
     n, f = layer.num_heads, layer.filters
     proj = [x @ weights[f"{name}_kernel"] for name in ("query", "key", "value")]
     if layer.use_bias:
-        proj = [p + b for p, b in zip(proj, np.split(weights["qkv_bias"], 3))]
+        proj = [p + b for p, b in zip(proj, np.split(weights["qkv_bias"], 3), strict=True)]
     q, k, v = (p.reshape(*x.shape[:3], n, f // n) for p in proj)
     out = local_attention_loops(
         q,

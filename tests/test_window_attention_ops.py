@@ -118,7 +118,8 @@ def test_gradients_match_reference():
             loss = tf.reduce_sum(tf.sin(out))
         return [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, inputs)]
 
-    for got, expected in zip(grads(wa.local_attention_blocked), grads(wa.local_attention_reference)):
+    fast, reference = grads(wa.local_attention_blocked), grads(wa.local_attention_reference)
+    for got, expected in zip(fast, reference, strict=True):
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 

@@ -125,9 +125,7 @@ class LocalSelfAttention2D(keras.layers.Layer):
         self.border = check.one_of("border", border, attention_ops.BORDER_MODES)
         self.use_bias = check.boolean("use_bias", use_bias)
         self.scale_logits = check.boolean("scale_logits", scale_logits)
-        self.use_relative_position = check.boolean(
-            "use_relative_position", use_relative_position
-        )
+        self.use_relative_position = check.boolean("use_relative_position", use_relative_position)
         self.implementation = check.one_of(
             "implementation", implementation, attention_ops.IMPLEMENTATIONS
         )
@@ -135,9 +133,7 @@ class LocalSelfAttention2D(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.embedding_initializer = (
-            None
-            if embedding_initializer is None
-            else keras.initializers.get(embedding_initializer)
+            None if embedding_initializer is None else keras.initializers.get(embedding_initializer)
         )
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
@@ -202,17 +198,13 @@ class LocalSelfAttention2D(keras.layers.Layer):
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
-        kernel = ops.concatenate(
-            [self.query_kernel, self.key_kernel, self.value_kernel], axis=-1
-        )
+        kernel = ops.concatenate([self.query_kernel, self.key_kernel, self.value_kernel], axis=-1)
         qkv = ops.matmul(x, ops.cast(kernel, self.compute_dtype))
         if self.use_bias:
             qkv = qkv + ops.cast(self.qkv_bias, self.compute_dtype)
         shape = ops.shape(x)
         heads = (shape[0], shape[1], shape[2], self.num_heads, self.head_size)
-        query, key, value = (
-            ops.reshape(t, heads) for t in ops.split(qkv, 3, axis=-1)
-        )
+        query, key, value = (ops.reshape(t, heads) for t in ops.split(qkv, 3, axis=-1))
         if self.use_relative_position:
             row, column = self.row_embeddings.value, self.column_embeddings.value
         else:
@@ -264,14 +256,10 @@ class LocalSelfAttention2D(keras.layers.Layer):
                 ),
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
                 "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-                "embedding_regularizer": keras.regularizers.serialize(
-                    self.embedding_regularizer
-                ),
+                "embedding_regularizer": keras.regularizers.serialize(self.embedding_regularizer),
                 "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
                 "bias_constraint": keras.constraints.serialize(self.bias_constraint),
-                "embedding_constraint": keras.constraints.serialize(
-                    self.embedding_constraint
-                ),
+                "embedding_constraint": keras.constraints.serialize(self.embedding_constraint),
             }
         )
         return config

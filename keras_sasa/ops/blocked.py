@@ -1,0 +1,240 @@
+"""Exact local attention by blocks of queries.
+
+The queries are cut into b x b blocks; each block attends to its (b + k - 1)^2 memory
+block (the block plus a halo of k // 2) in one batched matmul, and the keys outside each
+query's own k x k window are masked. The relative logits and the masks are separable over
+rows and columns, so they are computed per axis and added in one fused XLA softmax.
+Dilation runs through `tf.space_to_batch`: a dilated window is a plain window on each of
+the dilation**2 interleaved sub-grids. The blocked layout follows tensor2tensor's 2-D local
+attention and timm's HaloAttn, with the exact per-query window of the paper.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_sasa.ops._common import MASKED
+from keras_sasa.ops._common import check_args
+from keras_sasa.ops._common import logit_scale
+from keras_sasa.ops._common import split_query
+
+
+def _pad_to(x, axis, before, total):
+    """Zero-pads `x` along `axis` with `before` in front and up to length `total`."""
+    size = tf.shape(x)[axis]
+    paddings = [[0, 0]] * len(x.shape)
+    paddings[axis] = [before, total - size - before]
+    return tf.pad(x, paddings)
+
+
+def _blocks_with_halo(x, axis, num_blocks, block_size, memory_size):
+    """Overlapping windows of `memory_size` starting every `block_size` along `axis`.
+
+    `x` must already be padded to at least (num_blocks + extra) * block_size along `axis`;
+    returns x with `axis` replaced by (num_blocks, memory_size). Built from reshapes,
+    slices and a concat, whose gradients are pads: cheap, unlike extract_patches'.
+    """
+    extra = -(-(memory_size - block_size) // block_size)
+    shape = tf.unstack(tf.shape(x))
+    pieces = []
+    for j in range(extra + 1):
+        begin = [0] * len(x.shape)
+        begin[axis] = j * block_size
+        size = [-1] * len(x.shape)
+        size[axis] = num_blocks * block_size
+        piece = tf.slice(x, begin, size)
+        new_shape = shape[:axis] + [num_blocks, block_size] + shape[axis + 1 :]
+        pieces.append(tf.reshape(piece, new_shape))
+    joined = tf.concat(pieces, axis=axis + 1) if len(pieces) > 1 else pieces[0]
+    begin = [0] * (len(x.shape) + 1)
+    size = [-1] * (len(x.shape) + 1)
+    size[axis + 1] = memory_size
+    return tf.slice(joined, begin, size)
+
+
+def _relative_table(table, block_size, kernel_size):
+    """(kernel_size, N, D) offsets table -> (N, block_size, memory_size, D).
+
+    Entry [n, i, m] is the embedding of offset m - i between query i of a block and memory
+    position m; pairs outside the window get a clipped entry (they are masked anyway).
+    """
+    memory_size = block_size + kernel_size - 1
+    offsets = np.arange(memory_size)[None, :] - np.arange(block_size)[:, None]
+    index = np.clip(offsets, 0, kernel_size - 1)
+    gathered = tf.gather(table, index)  # (b, M, N, D)
+    return tf.transpose(gathered, [2, 0, 1, 3])
+
+
+def _window_bias(block_size, kernel_size):
+    """(b, M) float32: 0 where memory position m is in the window of block position i."""
+    memory_size = block_size + kernel_size - 1
+    offsets = np.arange(memory_size)[None, :] - np.arange(block_size)[:, None]
+    inside = (offsets >= 0) & (offsets < kernel_size)
+    return np.where(inside, 0.0, MASKED).astype("float32")
+
+
+def default_block_size(height, width, kernel_size):
+    """Edge of the query blocks used by `local_attention_blocked` when none is given.
+
+    Each query of a b x b block scores (b + k - 1)^2 keys instead of its k^2, so small
+    blocks waste less; but tiny blocks make tiny matmuls. b = 4 measured fastest for
+    k = 7 on CPU (benchmarks/). For known sizes a block that tiles the image without
+    padding is preferred among near-equal choices.
+    """
+    sizes = [s for s in (height, width) if s is not None]
+
+    def cost(b):
+        padded = 1.0
+        for s in sizes:
+            padded *= -(-s // b) * b / s
+        # Keys scored per query, plus a per-block overhead of about 6 queries' worth.
+        return padded * ((b + kernel_size - 1) ** 2 + 6.0 * (b + kernel_size - 1) ** 2 / (b * b))
+
+    return min(range(3, 9), key=cost)
+
+
+def local_attention_blocked(
+    query,
+    key,
+    value,
+    row_embeddings,
+    column_embeddings,
+    kernel_size,
+    dilation_rate=1,
+    border="mask",
+    scale=None,
+    block_size=None,
+):
+    """Exact local attention by blocks of queries; same arguments as the reference.
+
+    `block_size` is the edge of the query blocks (default: `default_block_size`).
+    Returns `(batch, height, width, num_heads, value_dim)` in the dtype of `value`.
+    """
+    check_args(kernel_size, dilation_rate, border)
+    if block_size is None:
+        block_size = default_block_size(query.shape[1], query.shape[2], kernel_size)
+    d = dilation_rate
+    shape = tf.shape(query)
+    batch, height, width = shape[0], shape[1], shape[2]
+
+    q = tf.cast(query, "float32") * logit_scale(scale, query.shape[4])
+    tensors = [q, tf.cast(key, "float32"), value]
+    # Which rows / columns of each sub-grid are real pixels (grid g = row offset * d +
+    # column offset, the order of tf.space_to_batch).
+    offsets = tf.range(d)
+    rows = tf.range((height + d - 1) // d)
+    cols = tf.range((width + d - 1) // d)
+    row_inside = tf.repeat(offsets[:, None] + rows[None, :] * d < height, d, axis=0)
+    col_inside = tf.tile(offsets[:, None] + cols[None, :] * d < width, [d, 1])
+    if d > 1:
+        # A dilated window is a plain window on each of the d*d interleaved sub-grids.
+        pad = [[0, (-height) % d], [0, (-width) % d]]
+
+        def to_grids(x):
+            flat = tf.reshape(x, [batch, height, width, -1])
+            grids = tf.space_to_batch(flat, [d, d], pad)
+            return tf.reshape(grids, tf.concat([tf.shape(grids)[:3], x.shape[3:]], 0))
+
+        tensors = [to_grids(t) for t in tensors]
+    out = _blocked_core(
+        *tensors,
+        row_inside,
+        col_inside,
+        None if row_embeddings is None else tf.cast(row_embeddings, "float32"),
+        None if column_embeddings is None else tf.cast(column_embeddings, "float32"),
+        kernel_size,
+        border,
+        block_size,
+    )
+    if d > 1:
+        sub = tf.shape(out)
+        flat = tf.reshape(out, [sub[0], sub[1], sub[2], -1])
+        flat = tf.batch_to_space(flat, [d, d], pad)
+        out = tf.reshape(flat, tf.concat([[batch, height, width], tf.shape(out)[3:]], 0))
+        out = tf.ensure_shape(out, [None, None, None, *value.shape[3:]])
+    return out
+
+
+def _blocked_core(q, k, v, row_inside, col_inside, row_table, col_table, kernel_size, border, b):
+    """Blocked attention over (grids * batch, H, W, N, D) tensors, undilated.
+
+    `row_inside` (grids, H) and `col_inside` (grids, W) flag the real pixels of each grid.
+    Heads are moved into the batch first, so that every block of every head is one small
+    matmul, and memory blocks are built in (column, row) order, which needs no transpose
+    of the (b + k - 1)^2 / b^2 times larger memory tensors.
+    """
+    shape = tf.shape(q)
+    gb, height, width = shape[0], shape[1], shape[2]
+    grids = tf.shape(row_inside)[0]
+    num_heads, key_dim, value_dim = q.shape[3], q.shape[4], v.shape[4]
+    halo = kernel_size // 2
+    mem = b + kernel_size - 1
+    nbh = (height + b - 1) // b
+    nbw = (width + b - 1) // b
+    extra = -(-(mem - b) // b)
+
+    def heads_first(x):  # (gb, H, W, N, D) -> (gb * N, H, W, D)
+        x = tf.transpose(x, [0, 3, 1, 2, 4])
+        return tf.reshape(x, [-1, height, width, x.shape[-1]])
+
+    q, k, v = heads_first(q), heads_first(k), heads_first(v)
+
+    # Queries: (G, nbh, b, nbw, b, D) -> (G * nbh * nbw, b * b, D), rows major.
+    qb = _pad_to(_pad_to(q, 1, 0, nbh * b), 2, 0, nbw * b)
+    qb = tf.reshape(qb, [-1, nbh, b, nbw, b, key_dim])
+    qb = tf.reshape(tf.transpose(qb, [0, 1, 3, 2, 4, 5]), [-1, b * b, key_dim])
+
+    def halo_blocks(x, axis, num_blocks):
+        x = _pad_to(x, axis, halo, (num_blocks + extra) * b)
+        return _blocks_with_halo(x, axis, num_blocks, b, mem)
+
+    def memory(x):  # (G, H, W, C) -> (G * nbh * nbw, M * M, C), columns major.
+        x = halo_blocks(x, 1, nbh)  # (G, nbh, M, W', C)
+        x = tf.transpose(x, [0, 1, 3, 2, 4])  # (G, nbh, W', M, C)
+        x = halo_blocks(x, 2, nbw)  # (G, nbh, nbw, M, M, C)
+        return tf.reshape(x, [-1, mem * mem, x.shape[-1]])
+
+    logits = tf.matmul(qb, memory(k), transpose_b=True)  # (X, b*b, M*M)
+
+    # Per-axis terms (X, b_row, b_col, M): relative logits plus the window and border
+    # masks, all separable over rows and columns. TF broadcasts at most 5 alternating
+    # dimensions, so the masks are tiled to full size rather than broadcast.
+    window = tf.constant(_window_bias(b, kernel_size))  # (b, M)
+    bn = gb // grids * num_heads
+
+    def axis_bias(inside, num_blocks):  # -> (grids, blocks, b, M)
+        if border == "zeros":
+            return tf.tile(window[None, None], [grids, num_blocks, 1, 1])
+        blocks = halo_blocks(tf.cast(inside, "float32"), 1, num_blocks)
+        return window[None, None] + ((1.0 - blocks) * MASKED)[:, :, None, :]
+
+    row_term = tf.reshape(axis_bias(row_inside, nbh), [grids, 1, nbh, 1, b, 1, mem])
+    row_term = tf.tile(row_term, [1, bn, 1, nbw, 1, b, 1])
+    col_term = tf.reshape(axis_bias(col_inside, nbw), [grids, 1, 1, nbw, 1, b, mem])
+    col_term = tf.tile(col_term, [1, bn, nbh, 1, b, 1, 1])
+    if row_table is not None:
+        queries = tf.reshape(qb, [-1, num_heads, nbh * nbw, b, b, key_dim])
+        q_row, q_col = split_query(queries, row_table)
+        rel_row = _relative_table(row_table, b, kernel_size)
+        rel_col = _relative_table(col_table, b, kernel_size)
+        row_term += tf.reshape(tf.einsum("gnpijd,nimd->gnpijm", q_row, rel_row), tf.shape(row_term))
+        col_term += tf.reshape(tf.einsum("gnpijd,njmd->gnpijm", q_col, rel_col), tf.shape(col_term))
+    row_term = tf.reshape(row_term, [-1, b, b, 1, mem])
+    col_term = tf.reshape(col_term, [-1, b, b, mem, 1])
+    probs = tf.cast(_biased_softmax(logits, row_term, col_term), v.dtype)
+
+    out = tf.matmul(probs, memory(v))  # (X, b*b, Dv)
+    out = tf.reshape(out, [-1, nbh, nbw, b, b, value_dim])
+    out = tf.transpose(out, [0, 1, 3, 2, 4, 5])
+    out = tf.reshape(out, [-1, num_heads, nbh * b, nbw * b, value_dim])
+    out = tf.slice(out, [0, 0, 0, 0, 0], [-1, -1, height, width, -1])
+    return tf.transpose(out, [0, 2, 3, 1, 4])
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _biased_softmax(logits, row_term, col_term):
+    # XLA fuses the adds and the softmax (and their gradients) into a few passes over
+    # the largest tensor of the layer; TF's kernels would make one pass each.
+    _, b, _, _, mem = row_term.shape
+    logits = tf.reshape(logits, [-1, b, b, mem, mem]) + row_term + col_term
+    probs = tf.nn.softmax(tf.reshape(logits, [-1, mem * mem]))
+    return tf.reshape(probs, [-1, b * b, mem * mem])
