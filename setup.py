@@ -22,5 +22,5 @@ setup(
         "numpy",
     ],
     extras_require={"test": ["pytest>=7"]},
-    entry_points={"console_scripts": ["keras-sasa=keras_sasa.__main__:main"]},
+    entry_points={"console_scripts": ["keras-sasa=keras_sasa.cli:main"]},
 )
