@@ -46,7 +46,7 @@ def compile_model(model, strategy=None):
 
     jit_compile, steps_per_execution = distribute.fit_options(strategy)
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=0.5),
+        optimizer=keras.optimizers.SGD(learning_rate=0.1),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
