@@ -13,6 +13,7 @@
 """
 
 import glob
+import importlib.util
 import json
 import logging
 import numbers
@@ -128,14 +129,20 @@ def _connect_tpu(tpu):
 
 
 def _local_tpu():
-    """"local" on a Cloud TPU VM (its TPU chips are device files), else None."""
-    if glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"):
+    """"local" on a Cloud TPU VM, else None.
+
+    A TPU VM has the TPU runtime (the `libtpu` package) and its chips as device files:
+    /dev/accel* (v2-v4) or /dev/vfio/* (v5e and later).
+    """
+    chips = glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*")
+    if chips and importlib.util.find_spec("libtpu") is not None:
         return "local"
     return None
 
 
 def _local_gpus():
-    return [device.name for device in tf.config.list_logical_devices("GPU")]
+    # Physical devices: listing them, unlike logical ones, does not start the runtime.
+    return [f"/gpu:{i}" for i in range(len(tf.config.list_physical_devices("GPU")))]
 
 
 def _cluster_size_from_tf_config():
@@ -145,10 +152,6 @@ def _cluster_size_from_tf_config():
     except (ValueError, AttributeError):
         return 0
     return sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
-
-
-def is_tpu_strategy(strategy):
-    return isinstance(strategy, (tf.distribute.TPUStrategy,))
 
 
 def fit_options(strategy=None, jit_compile="auto", steps_per_execution="auto"):
@@ -180,7 +183,7 @@ def fit_options(strategy=None, jit_compile="auto", steps_per_execution="auto"):
         _check_positive_int("steps_per_execution", steps_per_execution)
     strategy = strategy or tf.distribute.get_strategy()
 
-    if is_tpu_strategy(strategy):
+    if isinstance(strategy, tf.distribute.TPUStrategy):
         if steps_per_execution == "auto":
             steps_per_execution = TPU_STEPS_PER_EXECUTION
         return True, steps_per_execution

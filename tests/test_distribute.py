@@ -169,6 +169,11 @@ def test_global_batch_is_per_replica_batch_times_replicas():
         distribute.global_batch_size(0, strategy)
 
 
+def test_worker_dir_is_the_base_dir_on_one_machine(tmp_path):
+    assert distribute.worker_dir(str(tmp_path)) == str(tmp_path)
+    assert distribute.worker_dir(str(tmp_path), two_cpu_mirrored()) == str(tmp_path)
+
+
 # Training.
 
 

@@ -116,7 +116,7 @@ def get_builder(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetB
         builder = tfds.builder(tfds_name(name), data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         raise ValueError(_unknown_name_message(name)) from None
-    image_key, label_key = _image_and_label_keys(builder.info)
+    image_key, label_key = image_and_label_keys(builder.info)
     if image_key is None:
         raise ValueError(
             f"Data set {name!r} is not an image classification data set: it needs an "
@@ -135,8 +135,12 @@ def _unknown_name_message(name: str) -> str:
     )
 
 
-def _image_and_label_keys(info):
-    """The (image, label) feature names, or (None, None) if there are none."""
+def image_and_label_keys(info):
+    """The names of the image and class label features, or (None, None) if there are none.
+
+    The supervised keys when they name an `Image` and a `ClassLabel`, else the features
+    "image" and "label".
+    """
     features = info.features
     candidates = []
     if info.supervised_keys and len(info.supervised_keys) == 2:
@@ -154,14 +158,9 @@ def _image_and_label_keys(info):
     return None, None
 
 
-def image_and_label_keys(builder):
-    """The names of the image and label features of a checked builder."""
-    return _image_and_label_keys(builder.info)
-
-
 def info_from_builder(name: str, builder) -> ImageDatasetInfo:
     """The `ImageDatasetInfo` of a builder returned by `get_builder`."""
-    image_key, label_key = image_and_label_keys(builder)
+    image_key, label_key = image_and_label_keys(builder.info)
     features = builder.info.features
     splits = {split: info.num_examples for split, info in builder.info.splits.items()}
     base = _base_name(builder.name)

@@ -56,8 +56,14 @@ def load_dataset(
 
     With a `seed`, the pipeline is reproducible: building it again with the same seed
     gives the same batches, epoch after epoch, and each epoch is shuffled and augmented
-    differently. Under a `tf.distribute` strategy, batch with the global batch size
+    differently.
+
+    Under a `tf.distribute` strategy, batch with the global batch size
     (`keras_sasa.distribute.global_batch_size`): Keras splits each batch over replicas.
+    With several workers, each worker builds the same pipeline and keeps its share: its
+    own files of splits with at least 32 files (ImageNet), else every `num_workers`-th
+    example. Pass the same `seed` to every worker when training, or they would shuffle
+    differently and share out overlapping examples.
 
     The data set is prepared (downloaded and converted by TFDS) on first use unless
     `download=False`. ImageNet (`imagenet2012`) cannot be downloaded automatically: put
@@ -105,7 +111,7 @@ def load_dataset(
     if download:
         builder.download_and_prepare()
     info = catalog.info_from_builder(name, builder)
-    image_key, label_key = catalog.image_and_label_keys(builder)
+    image_key, label_key = catalog.image_and_label_keys(builder.info)
     flip = info.flip if flip is None else bool(flip)
     drop_remainder = training if drop_remainder is None else bool(drop_remainder)
 
