@@ -4,9 +4,6 @@ Offline: the digits come from scikit-learn, other data sets from `tfds.testing.m
 (random images with the real data set's features).
 """
 
-import collections
-import math
-
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
