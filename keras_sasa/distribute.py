@@ -1,0 +1,258 @@
+"""Training on several devices: choosing a `tf.distribute` strategy and what works with it.
+
+- `get_strategy` picks or builds the strategy: a Cloud TPU, several GPUs of one machine
+  (`MirroredStrategy`), several machines (`MultiWorkerMirroredStrategy`), or one device.
+- `fit_options` chooses `jit_compile` and `steps_per_execution` for `Model.compile`: on a
+  TPU they are what makes it fast; under a multi-device `MirroredStrategy` or
+  `MultiWorkerMirroredStrategy` Keras 3's `fit` fails with either of them (the XLA-compiled
+  step reads a variable of another replica's device; the multi-step loop feeds an unset
+  placeholder), so they are dropped there with a warning.
+- `global_batch_size` / `per_replica_batch_size`: input pipelines batch with the global
+  batch, which Keras splits evenly over the replicas.
+- `worker_dir`: a directory that only this worker writes (for `BackupAndRestore`).
+"""
+
+import glob
+import importlib.util
+import json
+import logging
+import numbers
+import os
+import warnings
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+# Steps per compiled call on a TPU when none is asked for: each call is a round trip
+# from the host, so several steps per call keep the TPU busy.
+TPU_STEPS_PER_EXECUTION = 32
+
+_logger = logging.getLogger(__name__)
+
+
+def get_strategy(name="auto", tpu=None):
+    """A `tf.distribute.Strategy` by name.
+
+    Call it at the start of the program, before TensorFlow runs anything: TPUs and
+    multi-worker training must be set up first.
+
+    Args:
+        name: one of
+            - `"auto"`: a multi-worker strategy if `TF_CONFIG` describes a cluster of
+              several tasks; else the TPU named by `tpu` (or by the `TPU_NAME`
+              environment variable, or the TPU of this Cloud TPU VM) if one can be
+              reached; else `MirroredStrategy` over the GPUs if there are several;
+              else the default strategy (one device). A TPU that cannot be reached is
+              skipped silently (logged at INFO level).
+            - `"default"`: the default strategy: one device, no replication.
+            - `"mirrored"`: `MirroredStrategy` over all local GPUs (the CPU if none).
+            - `"multi_worker"`: `MultiWorkerMirroredStrategy`; the cluster and this
+              worker's place in it come from the `TF_CONFIG` environment variable.
+            - `"tpu"`: `TPUStrategy` on the TPU named by `tpu`.
+        tpu: TPU to use, as `TPUClusterResolver` takes it: `"local"` on a Cloud TPU VM,
+            the TPU's name, or a `grpc://host:port` address. None: from the `TPU_NAME`
+            environment variable (and, with `"auto"`, `"local"` on a TPU VM).
+
+    Returns:
+        The strategy. Build and compile the model inside `strategy.scope()`.
+
+    Raises:
+        ValueError: an unknown `name`, or `name="tpu"` and no TPU could be reached.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(
+            "Invalid value for argument `name`. Expected one of "
+            f"{', '.join(repr(s) for s in STRATEGIES)}. Received: name={name!r}"
+        )
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        try:
+            return _connect_tpu(tpu)
+        except Exception as error:  # The resolver raises many kinds of errors.
+            raise ValueError(
+                f"Could not reach a TPU (tpu={tpu!r}): {error}. On a Cloud TPU VM pass "
+                "tpu='local'; elsewhere the TPU's name or its grpc://host:port address."
+            ) from error
+
+    # "auto"
+    if _cluster_size_from_tf_config() > 1:
+        return MultiWorkerMirroredStrategy()
+    tpu = tpu or _local_tpu()
+    if tpu is not None or os.environ.get("TPU_NAME"):
+        try:
+            return _connect_tpu(tpu)
+        except Exception as error:
+            _logger.info("No TPU reachable (tpu=%r): %s. Not using a TPU.", tpu, error)
+    gpus = _local_gpus()
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy(gpus)
+    return tf.distribute.get_strategy()
+
+
+class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """`tf.distribute.MultiWorkerMirroredStrategy` that Keras 3's `Model.fit` can use.
+
+    Keras 3 (3.15) calls `strategy.reduce` in two ways that the multi-worker strategy
+    rejects, so every multi-worker `fit` fails (keras-team/keras#20585):
+
+    - before the first step, on the whole first batch `(x, y)`, to learn the input
+      shapes; the strategy reduces one value at a time ("Attempt to convert a value
+      (PerReplica...) to a Tensor");
+    - after every step, on the scalar loss and metrics with `axis=0`; a scalar has no
+      axis 0 ("Invalid reduction dimension 0 for input with 0 dimensions").
+
+    This subclass reduces nested values one by one and scalars across replicas only;
+    it is otherwise the same strategy.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        reduce_one = super().reduce
+
+        def reduce_value(v):
+            one = v.values[0] if isinstance(v, tf.distribute.DistributedValues) else v
+            scalar = getattr(one, "shape", None) is not None and one.shape.rank == 0
+            return reduce_one(reduce_op, v, None if scalar else axis)
+
+        return tf.nest.map_structure(reduce_value, value)
+
+
+def _connect_tpu(tpu):
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def _local_tpu():
+    """"local" on a Cloud TPU VM, else None.
+
+    A TPU VM has the TPU runtime (the `libtpu` package) and its chips as device files:
+    /dev/accel* (v2-v4) or /dev/vfio/* (v5e and later).
+    """
+    chips = glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*")
+    if chips and importlib.util.find_spec("libtpu") is not None:
+        return "local"
+    return None
+
+
+def _local_gpus():
+    # Physical devices: listing them, unlike logical ones, does not start the runtime.
+    return [f"/gpu:{i}" for i in range(len(tf.config.list_physical_devices("GPU")))]
+
+
+def _cluster_size_from_tf_config():
+    """Number of tasks (chief and workers) in `TF_CONFIG`'s cluster, 0 without one."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    except (ValueError, AttributeError):
+        return 0
+    return sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
+
+
+def fit_options(strategy=None, jit_compile="auto", steps_per_execution="auto"):
+    """`jit_compile` and `steps_per_execution` for `Model.compile` under a strategy.
+
+    - TPU: XLA always (TPUs run nothing else) and several steps per call
+      (`TPU_STEPS_PER_EXECUTION` unless a number is asked for).
+    - Several replicas without a TPU (`MirroredStrategy` over several GPUs,
+      `MultiWorkerMirroredStrategy`): `model.fit` of Keras 3 fails with
+      `jit_compile=True` or `steps_per_execution > 1` there (keras-team/keras#19246), so
+      both are turned off, with a warning if they were asked for.
+    - One replica: what was asked for; `"auto"` leaves XLA to Keras' own choice and runs
+      one step per call.
+
+    Args:
+        strategy: the strategy the model is compiled under. None: the current one.
+        jit_compile: True, False or `"auto"`.
+        steps_per_execution: a positive integer or `"auto"`.
+
+    Returns:
+        `(jit_compile, steps_per_execution)` to pass to `Model.compile`.
+    """
+    if jit_compile not in (True, False, "auto"):
+        raise ValueError(
+            "Invalid value for argument `jit_compile`. Expected True, False or 'auto'. "
+            f"Received: jit_compile={jit_compile!r}"
+        )
+    if steps_per_execution != "auto":
+        _check_positive_int("steps_per_execution", steps_per_execution)
+    strategy = strategy or tf.distribute.get_strategy()
+
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        if steps_per_execution == "auto":
+            steps_per_execution = TPU_STEPS_PER_EXECUTION
+        return True, steps_per_execution
+
+    if strategy.num_replicas_in_sync > 1:
+        dropped = []
+        if jit_compile is True:
+            dropped.append("jit_compile=True")
+        if steps_per_execution != "auto" and steps_per_execution > 1:
+            dropped.append(f"steps_per_execution={steps_per_execution}")
+        if dropped:
+            warnings.warn(
+                f"Ignoring {' and '.join(dropped)}: Keras' `model.fit` fails with them "
+                f"under {type(strategy).__name__} over "
+                f"{strategy.num_replicas_in_sync} replicas (keras-team/keras#19246). "
+                "Using jit_compile=False, steps_per_execution=1.",
+                stacklevel=2,
+            )
+        return False, 1
+
+    if steps_per_execution == "auto":
+        steps_per_execution = 1
+    return jit_compile, steps_per_execution
+
+
+def global_batch_size(per_replica_batch_size, strategy=None):
+    """The batch size of the input pipeline: `per_replica_batch_size` x replicas."""
+    _check_positive_int("per_replica_batch_size", per_replica_batch_size)
+    strategy = strategy or tf.distribute.get_strategy()
+    return per_replica_batch_size * strategy.num_replicas_in_sync
+
+
+def per_replica_batch_size(global_batch_size, strategy=None):
+    """The examples each replica gets of a global batch.
+
+    Raises:
+        ValueError: the global batch does not split evenly over the replicas (the
+            replicas would then weigh their examples differently).
+    """
+    _check_positive_int("global_batch_size", global_batch_size)
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if global_batch_size % replicas:
+        raise ValueError(
+            f"Invalid value for argument `global_batch_size`. Expected a multiple of the "
+            f"{replicas} replicas of {type(strategy).__name__}. "
+            f"Received: global_batch_size={global_batch_size}"
+        )
+    return global_batch_size // replicas
+
+
+def worker_dir(base_dir, strategy=None):
+    """A directory under `base_dir` that only this worker writes.
+
+    Keras' `BackupAndRestore` writes its backup from every worker; several processes
+    writing one file would corrupt it. Every worker holds the same weights, so each
+    can back up to and restore from its own copy. Single-machine strategies get
+    `base_dir` itself.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return os.fspath(base_dir)
+    return os.path.join(base_dir, f"{resolver.task_type}-{resolver.task_id}")
+
+
+def _check_positive_int(argument, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected a strictly positive "
+            f"integer. Received: {argument}={value!r}"
+        )
