@@ -1,8 +1,10 @@
 """keras_sasa: stand-alone local self-attention for vision models in Keras 3."""
 
+from keras_sasa import data
+from keras_sasa import distribute
 from keras_sasa import ops
 from keras_sasa.layers import LocalSelfAttention2D
 
 __version__ = "0.1.0"
 
-__all__ = ["LocalSelfAttention2D", "ops"]
+__all__ = ["LocalSelfAttention2D", "data", "distribute", "ops"]
