@@ -158,14 +158,33 @@ def _blocked_core(q, k, v, row_inside, col_inside, row_table, col_table, kernel_
     """Blocked attention over (grids * batch, H, W, N, D) tensors, undilated.
 
     `row_inside` (grids, H) and `col_inside` (grids, W) flag the real pixels of each grid.
-    Heads are moved into the batch first, so that every block of every head is one small
-    matmul, and memory blocks are built in (column, row) order, which needs no transpose
-    of the (b + k - 1)^2 / b^2 times larger memory tensors.
+    The two matmuls run as TF kernels; the data movement around them (block and halo
+    copies, masks, relative logits, the biased softmax) is compiled by XLA, which fuses it
+    into a few passes, forward and backward, where TF would run one kernel per op.
+    """
+    qb, km, vm, row_term, col_term = _to_blocks(
+        q, k, v, row_inside, col_inside, row_table, col_table, kernel_size, border, b
+    )
+    logits = tf.matmul(qb, km, transpose_b=True)  # (X, b*b, M*M)
+    probs = tf.cast(_biased_softmax(logits, row_term, col_term), v.dtype)
+    out = tf.matmul(probs, vm)  # (X, b*b, Dv)
+    return _from_blocks(out, tf.shape(q), q.shape[3], b)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _to_blocks(q, k, v, row_inside, col_inside, row_table, col_table, kernel_size, border, b):
+    """Query blocks, memory blocks and the per-axis logit terms.
+
+    Returns qb (X, b*b, D), km (X, M*M, D), vm (X, M*M, Dv), row_term (X, b, b, 1, M) and
+    col_term (X, b, b, M, 1), X = grids * batch * heads * blocks. Heads go into the batch,
+    so that every block of every head is one small matmul; memory blocks are laid out
+    columns major, which needs no transpose of the (b + k - 1)^2 / b^2 times larger
+    memory tensors.
     """
     shape = tf.shape(q)
     gb, height, width = shape[0], shape[1], shape[2]
     grids = tf.shape(row_inside)[0]
-    num_heads, key_dim, value_dim = q.shape[3], q.shape[4], v.shape[4]
+    num_heads, key_dim = q.shape[3], q.shape[4]
     halo = kernel_size // 2
     mem = b + kernel_size - 1
     nbh = (height + b - 1) // b
@@ -176,10 +195,8 @@ def _blocked_core(q, k, v, row_inside, col_inside, row_table, col_table, kernel_
         x = tf.transpose(x, [0, 3, 1, 2, 4])
         return tf.reshape(x, [-1, height, width, x.shape[-1]])
 
-    q, k, v = heads_first(q), heads_first(k), heads_first(v)
-
     # Queries: (G, nbh, b, nbw, b, D) -> (G * nbh * nbw, b * b, D), rows major.
-    qb = _pad_to(_pad_to(q, 1, 0, nbh * b), 2, 0, nbw * b)
+    qb = _pad_to(_pad_to(heads_first(q), 1, 0, nbh * b), 2, 0, nbw * b)
     qb = tf.reshape(qb, [-1, nbh, b, nbw, b, key_dim])
     qb = tf.reshape(tf.transpose(qb, [0, 1, 3, 2, 4, 5]), [-1, b * b, key_dim])
 
@@ -188,16 +205,14 @@ def _blocked_core(q, k, v, row_inside, col_inside, row_table, col_table, kernel_
         return _blocks_with_halo(x, axis, num_blocks, b, mem)
 
     def memory(x):  # (G, H, W, C) -> (G * nbh * nbw, M * M, C), columns major.
-        x = halo_blocks(x, 1, nbh)  # (G, nbh, M, W', C)
+        x = halo_blocks(heads_first(x), 1, nbh)  # (G, nbh, M, W', C)
         x = tf.transpose(x, [0, 1, 3, 2, 4])  # (G, nbh, W', M, C)
         x = halo_blocks(x, 2, nbw)  # (G, nbh, nbw, M, M, C)
         return tf.reshape(x, [-1, mem * mem, x.shape[-1]])
 
-    logits = tf.matmul(qb, memory(k), transpose_b=True)  # (X, b*b, M*M)
-
     # Per-axis terms (X, b_row, b_col, M): relative logits plus the window and border
-    # masks, all separable over rows and columns. TF broadcasts at most 5 alternating
-    # dimensions, so the masks are tiled to full size rather than broadcast.
+    # masks, all separable over rows and columns. Tiled, not broadcast: TF (when this
+    # runs without XLA) broadcasts at most 5 alternating dimensions.
     window = tf.constant(_window_bias(b, kernel_size))  # (b, M)
     bn = gb // grids * num_heads
 
@@ -216,25 +231,31 @@ def _blocked_core(q, k, v, row_inside, col_inside, row_table, col_table, kernel_
         q_row, q_col = split_query(queries, row_table)
         rel_row = _relative_table(row_table, b, kernel_size)
         rel_col = _relative_table(col_table, b, kernel_size)
-        row_term += tf.reshape(tf.einsum("gnpijd,nimd->gnpijm", q_row, rel_row), tf.shape(row_term))
-        col_term += tf.reshape(tf.einsum("gnpijd,njmd->gnpijm", q_col, rel_col), tf.shape(col_term))
+        row_rel = tf.einsum("gnpijd,nimd->gnpijm", q_row, rel_row)
+        col_rel = tf.einsum("gnpijd,njmd->gnpijm", q_col, rel_col)
+        row_term += tf.reshape(row_rel, tf.shape(row_term))
+        col_term += tf.reshape(col_rel, tf.shape(col_term))
     row_term = tf.reshape(row_term, [-1, b, b, 1, mem])
     col_term = tf.reshape(col_term, [-1, b, b, mem, 1])
-    probs = tf.cast(_biased_softmax(logits, row_term, col_term), v.dtype)
+    return qb, memory(k), memory(v), row_term, col_term
 
-    out = tf.matmul(probs, memory(v))  # (X, b*b, Dv)
+
+@tf.function(jit_compile=True, autograph=False)
+def _biased_softmax(logits, row_term, col_term):
+    _, b, _, _, mem = row_term.shape
+    logits = tf.reshape(logits, [-1, b, b, mem, mem]) + row_term + col_term
+    probs = tf.nn.softmax(tf.reshape(logits, [-1, mem * mem]))
+    return tf.reshape(probs, [-1, b * b, mem * mem])
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _from_blocks(out, shape, num_heads, b):
+    """(X, b*b, Dv) block outputs -> (batch, H, W, N, Dv)."""
+    height, width, value_dim = shape[1], shape[2], out.shape[-1]
+    nbh = (height + b - 1) // b
+    nbw = (width + b - 1) // b
     out = tf.reshape(out, [-1, nbh, nbw, b, b, value_dim])
     out = tf.transpose(out, [0, 1, 3, 2, 4, 5])
     out = tf.reshape(out, [-1, num_heads, nbh * b, nbw * b, value_dim])
     out = tf.slice(out, [0, 0, 0, 0, 0], [-1, -1, height, width, -1])
     return tf.transpose(out, [0, 2, 3, 1, 4])
-
-
-@tf.function(jit_compile=True, autograph=False)
-def _biased_softmax(logits, row_term, col_term):
-    # XLA fuses the adds and the softmax (and their gradients) into a few passes over
-    # the largest tensor of the layer; TF's kernels would make one pass each.
-    _, b, _, _, mem = row_term.shape
-    logits = tf.reshape(logits, [-1, b, b, mem, mem]) + row_term + col_term
-    probs = tf.nn.softmax(tf.reshape(logits, [-1, mem * mem]))
-    return tf.reshape(probs, [-1, b * b, mem * mem])
