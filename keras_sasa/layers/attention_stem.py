@@ -202,7 +202,9 @@ class AttentionStem2D(keras.layers.Layer):
       `-((k-1)//2) .. k//2` around it (for k = 4: -1, 0, 1, 2, the taps of
       `Conv2D(4, padding="same")`), and (a, b) = (a - i + (k-1)//2, b - j + (k-1)//2) is
       the value's position in that window, so the value of one pixel differs from one
-      query to the next. Translation-equivariant; use it for a stem without pooling.
+      query to the next. Translation-equivariant; use it for a stem without pooling. Each
+      pixel has k*k values (one per window position), so the value projection costs as
+      much as a k x k convolution and holds k*k times the memory of `"block"`.
     In both, positions outside the image take no part in the softmax.
 
     Scale: by default the logits are multiplied by s = 1 / sqrt(head_size);
