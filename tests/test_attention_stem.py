@@ -1,0 +1,248 @@
+"""AttentionStem2D: the attention stem with spatially-aware values (paper §3.2, A.1)."""
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_sasa
+from keras_sasa.layers.attention_stem import mixture_weights
+from stem_reference import attention_stem_loops
+from stem_reference import window_members
+
+
+def _stem(**kwargs):
+    kwargs.setdefault("embedding_initializer", keras.initializers.RandomNormal(stddev=1.0))
+    return keras_sasa.AttentionStem2D(**kwargs)
+
+
+def _weights(layer):
+    names = ("query_kernel", "key_kernel", "value_kernels", "row_embeddings",
+             "column_embeddings", "mixture_embeddings")
+    return [np.asarray(getattr(layer, n).value).astype("float64") for n in names]
+
+
+@pytest.mark.parametrize("window", ["block", "sliding"])
+@pytest.mark.parametrize(
+    "height, width, kernel_size", [(5, 7, 4), (8, 8, 4), (6, 5, 3), (4, 6, 2), (3, 3, 5)]
+)
+def test_matches_numpy_loop_reference(window, height, width, kernel_size):
+    x = np.random.default_rng(1).normal(size=(2, height, width, 3)).astype("float32")
+    layer = _stem(filters=8, kernel_size=kernel_size, num_heads=2, num_mixtures=3, window=window)
+    got = np.asarray(layer(x))
+    want = attention_stem_loops(x.astype("float64"), *_weights(layer), num_heads=2,
+                                kernel_size=kernel_size, window=window)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("window", ["block", "sliding"])
+def test_unscaled_logits_match_reference(window):
+    x = np.random.default_rng(2).normal(size=(1, 6, 6, 4)).astype("float32")
+    layer = _stem(filters=8, num_heads=4, window=window, scale_logits=False)
+    got = np.asarray(layer(x))
+    want = attention_stem_loops(x.astype("float64"), *_weights(layer), num_heads=4,
+                                kernel_size=4, window=window, scale=1.0)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_sliding_window_offsets_follow_conv2d_same_padding():
+    # k = 4: rows/columns -1..+2 around the pixel; k = 3: centred.
+    assert [a for a, _, _, _ in window_members(5, 5, 20, 20, 4, "sliding")][::4] == [4, 5, 6, 7]
+    assert keras_sasa.layers.attention_stem.window_offsets(4) == [-1, 0, 1, 2]
+    assert keras_sasa.layers.attention_stem.window_offsets(3) == [-1, 0, 1]
+
+
+@pytest.mark.parametrize("window", ["block", "sliding"])
+@pytest.mark.parametrize("pixel", [(0, 0), (3, 4), (6, 2), (9, 9)])
+def test_output_pixel_depends_exactly_on_its_window(window, pixel):
+    """The receptive field of output ij is its window, clipped to the image: nothing
+    outside the image, nor beyond the window, takes part."""
+    height = width = 10
+    x = tf.constant(np.random.default_rng(3).normal(size=(1, height, width, 3)), "float32")
+    layer = _stem(filters=8, kernel_size=4, num_heads=2, window=window)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)[0, pixel[0], pixel[1]]
+        total = tf.reduce_sum(y * tf.range(1.0, 9.0))
+    grad = np.abs(tape.gradient(total, x).numpy()[0]).sum(-1)
+    expected = np.zeros((height, width), bool)
+    for a, b, _, _ in window_members(*pixel, height, width, 4, window):
+        expected[a, b] = True
+    np.testing.assert_array_equal(grad > 0, expected)
+
+
+def test_block_window_is_aligned_with_the_max_pool():
+    """With window="block", a 4x4 max pool after the stem sees each block exactly once:
+    changing one block of the image changes one pooled output pixel only."""
+    x = np.random.default_rng(4).normal(size=(1, 8, 12, 3)).astype("float32")
+    layer = _stem(filters=8, kernel_size=4, num_heads=2)
+    pool = keras.layers.MaxPooling2D(4)
+    changed = x.copy()
+    changed[0, 4:8, 4:8] += 1.0
+    diff = np.abs(np.asarray(pool(layer(changed)) - pool(layer(x)))).sum(-1)
+    np.testing.assert_array_equal(diff[0] > 0, [[False, False, False], [False, True, False]])
+
+
+def test_mixture_weights_are_a_softmax_over_components_per_position():
+    rng = np.random.default_rng(5)
+    row, col, nu = rng.normal(size=(4, 6)), rng.normal(size=(4, 6)), rng.normal(size=(3, 6))
+    p = np.asarray(mixture_weights(row, col, nu))
+    assert p.shape == (4, 4, 3)
+    logits = np.einsum("abd,md->abm", row[:, None] + col[None, :], nu)
+    want = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(p, want, atol=1e-6)
+
+
+def test_value_depends_on_position_in_the_window():
+    """A constant image still gives different outputs at different block positions: the
+    position enters through the value mixture (the point of spatially-aware values)."""
+    layer = _stem(filters=8, kernel_size=4, num_heads=2)
+    y = np.asarray(layer(np.ones((1, 4, 4, 3), "float32")))[0]
+    # Uniform attention over one block: every pixel of the block gets the same output...
+    np.testing.assert_allclose(y, np.broadcast_to(y[0, 0], y.shape), atol=1e-6)
+    # ...which is the mean over the 16 positions of the mixed values, not a single W_V x.
+    wq, wk, wv, row, col, nu = _weights(layer)
+    p = np.asarray(mixture_weights(row, col, nu))
+    mixed = np.einsum("abm,mcf->abcf", p, wv)
+    np.testing.assert_allclose(y[0, 0], np.ones(3) @ mixed.mean((0, 1)), atol=1e-5)
+    assert np.abs(np.ones(3) @ (mixed[0, 0] - mixed[3, 3])).max() > 1e-3
+
+
+def test_strides_average_pool_the_stride_one_output():
+    x = np.random.default_rng(6).normal(size=(2, 7, 8, 3)).astype("float32")
+    layer = _stem(filters=8, num_heads=2, window="sliding")
+    strided = _stem(filters=8, num_heads=2, window="sliding", strides=2)
+    full = layer(x)
+    strided.build(x.shape)
+    strided.set_weights(layer.get_weights())
+    want = keras.ops.average_pool(full, 2, 2, padding="same")
+    got = strided(x)
+    assert tuple(got.shape) == (2, 4, 4, 8)
+    np.testing.assert_allclose(np.asarray(got),
+                               np.asarray(want), atol=1e-6)
+
+
+@pytest.mark.parametrize("window", ["block", "sliding"])
+def test_unknown_batch_height_and_width(window):
+    inputs = keras.Input((None, None, 3))
+    layer = _stem(filters=8, num_heads=2, window=window, strides=2)
+    model = keras.Model(inputs, layer(inputs))
+    assert model.output_shape == (None, None, None, 8)
+    for shape in [(1, 9, 5, 3), (3, 16, 12, 3)]:
+        y = model.predict(np.zeros(shape, "float32"), verbose=0)
+        assert y.shape == (shape[0], -(-shape[1] // 2), -(-shape[2] // 2), 8)
+    assert layer.compute_output_shape((None, 224, 223, 3)) == (None, 112, 112, 8)
+
+
+def test_paper_stem_shapes_224_to_56():
+    stem = keras.Sequential([
+        keras.Input((224, 224, 3)),
+        keras_sasa.AttentionStem2D(64),
+        keras.layers.BatchNormalization(),
+        keras.layers.MaxPooling2D(4),
+    ])
+    assert stem.output_shape == (None, 56, 56, 64)
+    # W_Q, W_K (3x64 each), 4 value matrices (4x3x64), 4x64 row and column tables, 4x64 nu.
+    assert stem.layers[0].count_params() == 2 * 192 + 4 * 192 + 2 * 256 + 256
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, fragment",
+    [
+        ({"filters": 0}, ValueError, "filters=0"),
+        ({"filters": 8.0}, TypeError, "filters=8.0"),
+        ({"filters": 8, "kernel_size": 0}, ValueError, "kernel_size=0"),
+        ({"filters": 8, "kernel_size": "4"}, TypeError, "kernel_size='4'"),
+        ({"filters": 8, "num_heads": 3}, ValueError, "num_heads=3"),
+        ({"filters": 8, "num_heads": -2}, ValueError, "num_heads=-2"),
+        ({"filters": 8, "num_mixtures": 0}, ValueError, "num_mixtures=0"),
+        ({"filters": 8, "num_mixtures": None}, TypeError, "num_mixtures=None"),
+        ({"filters": 8, "strides": 0}, ValueError, "strides=0"),
+        ({"filters": 8, "strides": True}, TypeError, "strides=True"),
+        ({"filters": 8, "window": "global"}, ValueError, "window='global'"),
+        ({"filters": 8, "scale_logits": 1}, TypeError, "scale_logits=1"),
+    ],
+)
+def test_invalid_arguments_name_the_argument(kwargs, error, fragment):
+    name = fragment.split("=")[0]
+    with pytest.raises(error, match=f"`{name}`") as info:
+        keras_sasa.AttentionStem2D(**kwargs)
+    assert fragment in str(info.value)
+
+
+def test_build_rejects_wrong_rank_and_unknown_channels():
+    with pytest.raises(ValueError, match=r"rank 4.*\(None, 8, 3\)"):
+        keras_sasa.AttentionStem2D(8).build((None, 8, 3))
+    with pytest.raises(ValueError, match=r"channel.*\(None, 8, 8, None\)"):
+        keras_sasa.AttentionStem2D(8).build((None, 8, 8, None))
+
+
+def test_get_config_has_every_argument_and_round_trips():
+    layer = keras_sasa.AttentionStem2D(
+        16, kernel_size=3, num_heads=2, num_mixtures=5, strides=2, window="sliding",
+        scale_logits=False, kernel_initializer="he_normal",
+        embedding_initializer=keras.initializers.RandomNormal(stddev=0.5),
+        kernel_regularizer=keras.regularizers.L2(1e-4), embedding_regularizer="l1",
+        kernel_constraint=keras.constraints.MaxNorm(2.0), embedding_constraint="non_neg",
+        name="stem",
+    )
+    config = layer.get_config()
+    arguments = set(inspect.signature(keras_sasa.AttentionStem2D.__init__).parameters)
+    assert arguments - {"self", "kwargs"} <= set(config)
+    clone = keras_sasa.AttentionStem2D.from_config(config)
+    assert clone.get_config() == config
+    assert config["embedding_initializer"]["config"]["stddev"] == 0.5
+
+
+def test_keras_file_round_trip_in_safe_mode(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    outputs = _stem(filters=8, num_heads=2, window="sliding", strides=2)(inputs)
+    model = keras.Model(inputs, keras.layers.BatchNormalization()(outputs))
+    x = np.random.default_rng(7).normal(size=(2, 9, 10, 3)).astype("float32")
+    path = str(tmp_path / "stem.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded.layers[1], keras_sasa.AttentionStem2D)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("window", ["block", "sliding"])
+def test_mixed_precision(policy, window):
+    x = np.random.default_rng(8).normal(size=(2, 8, 8, 3)).astype("float32")
+    reference = _stem(filters=8, num_heads=2, window=window)
+    want = np.asarray(reference(x))
+    keras.mixed_precision.set_global_policy(policy)
+    layer = _stem(filters=8, num_heads=2, window=window)
+    layer.build(x.shape)
+    layer.set_weights(reference.get_weights())
+    got = layer(x)
+    assert all(w.dtype == "float32" for w in layer.weights)
+    assert keras.backend.standardize_dtype(got.dtype) == policy.split("_")[1]
+    got = np.asarray(keras.ops.cast(got, "float32"))
+    np.testing.assert_allclose(got, want, atol=0.05 * np.abs(want).max())
+
+
+def test_float16_logits_do_not_overflow():
+    """q.k here is 180000 (after the 1/sqrt(4) scale), beyond float16's 65504; the logits
+    and softmax run in float32, so the output stays finite."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    layer = keras_sasa.AttentionStem2D(8, num_heads=2, kernel_initializer="ones")
+    y = np.asarray(layer(np.full((1, 4, 4, 3), 100.0, "float32")))
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y.astype("float32"), 300.0, rtol=1e-3)
+
+
+@pytest.mark.parametrize("window", ["block", "sliding"])
+def test_jit_compiled_model_matches_eager_and_trains(window):
+    x = np.random.default_rng(9).normal(size=(4, 8, 8, 3)).astype("float32")
+    y = np.random.default_rng(10).normal(size=(4, 8)).astype("float32")
+    inputs = keras.Input((8, 8, 3))
+    h = _stem(filters=8, num_heads=2, window=window)(inputs)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(h))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=True)
+    np.testing.assert_allclose(model.predict(x, verbose=0), np.asarray(model(x)), atol=1e-5)
+    losses = model.fit(x, y, epochs=3, verbose=0).history["loss"]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
