@@ -84,6 +84,80 @@ def measure(contender, shape, kernel_size, jit_compile, dtype="float32", repeats
     return Result(shape, kernel_size, dtype, jit_compile, contender, statistics.median(times), peak)
 
 
+@dataclasses.dataclass
+class ModelResult:
+    model: str
+    input_size: int
+    batch: int
+    jit_compile: bool
+    images_per_second: float
+
+
+# The model-level comparison: (stem, input size, batch) of SASA-ResNet-26 vs its conv twin.
+MODEL_CONFIGS = [("attention", 224, 8), ("attention_small", 32, 64)]
+
+
+def measure_model(attention, stem, size, batch, jit_compile, repeats=3):
+    """Training images per second of ResNet-26: SASA (attention=True) or its conv baseline."""
+    from keras_sasa.models import SASAResNet26
+
+    if not attention:
+        stem = stem.replace("attention", "conv")
+    model = SASAResNet26(
+        input_shape=(size, size, 3),
+        classes=1000 if size >= 224 else 10,
+        stem=stem,
+        attention_stages=None if attention else (),
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
+        loss="sparse_categorical_crossentropy",
+        jit_compile=jit_compile,
+    )
+    x = tf.random.normal((batch, size, size, 3))
+    y = tf.zeros((batch,), "int32")
+    model.train_on_batch(x, y)  # trace and compile
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    return batch / statistics.median(times)
+
+
+def run_models(configs=MODEL_CONFIGS, jit_modes=(False, True), repeats=3, log=print):
+    results = []
+    for stem, size, batch in configs:
+        for jit_compile in jit_modes:
+            for attention in (True, False):
+                name = "sasa_resnet26" if attention else "conv_resnet26"
+                rate = measure_model(attention, stem, size, batch, jit_compile, repeats)
+                log(
+                    f"{name:14} {size}x{size} batch {batch:3} jit={jit_compile!s:5} "
+                    f"{rate:8.1f} img/s"
+                )
+                results.append(ModelResult(name, size, batch, jit_compile, rate))
+    return results
+
+
+def model_table(results):
+    rows = [
+        "| input | batch | jit | SASA-ResNet-26 img/s | conv ResNet-26 img/s | SASA / conv |",
+        "|---|---|---|---|---|---|",
+    ]
+    by = {}
+    for r in results:
+        by.setdefault((r.input_size, r.batch, r.jit_compile), {})[r.model] = r
+    for (size, batch, jit), pair in by.items():
+        sasa, conv = pair["sasa_resnet26"], pair["conv_resnet26"]
+        rows.append(
+            f"| {size}x{size} | {batch} | {jit} | {sasa.images_per_second:.1f} | "
+            f"{conv.images_per_second:.1f} | "
+            f"{sasa.images_per_second / conv.images_per_second:.2f} |"
+        )
+    return "\n".join(rows)
+
+
 def default_configs(quick=False):
     """(shape, kernel_size, dtype) triples: the group shapes, the kernel sizes, bfloat16."""
     if quick:

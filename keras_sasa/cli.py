@@ -29,12 +29,25 @@ def _bench(args):
     os.makedirs(args.output_dir, exist_ok=True)
     jit_modes = (False,) if args.no_jit else (False, True)
     results = benchmark.run(benchmark.default_configs(args.quick), jit_modes, args.repeats)
+    extra = ""
+    if not args.no_models:
+        models = benchmark.run_models(jit_modes=jit_modes, repeats=args.repeats)
+        extra = (
+            "\nA whole training step of SASA-ResNet-26 against the conv ResNet-26 (same depth, "
+            "conv stem and 3x3 convolutions), `model.train_on_batch`, images per second:\n\n"
+            + benchmark.model_table(models)
+            + "\n"
+        )
+        results_json = benchmark.results_to_json(results + models)
+    else:
+        results_json = benchmark.results_to_json(results)
     with open(os.path.join(args.output_dir, "benchmark.json"), "w") as f:
-        f.write(benchmark.results_to_json(results))
+        f.write(results_json)
     report = benchmark.write_report(
         results,
         os.path.join(args.output_dir, "benchmark.md"),
         os.path.join(args.output_dir, "benchmark.png"),
+        extra=extra,
     )
     print(report)
 
@@ -51,6 +64,7 @@ def build_parser():
     )
     bench.add_argument("--quick", action="store_true", help="one small shape only")
     bench.add_argument("--no-jit", action="store_true", help="skip jit_compile=True")
+    bench.add_argument("--no-models", action="store_true", help="skip the ResNet-26 comparison")
     bench.add_argument("--repeats", type=_positive_int, default=3)
     bench.add_argument("--output-dir", default="benchmark_results")
     bench.set_defaults(run=_bench)

@@ -129,7 +129,7 @@ def _connect_tpu(tpu):
 
 
 def _local_tpu():
-    """"local" on a Cloud TPU VM, else None.
+    """ "local" on a Cloud TPU VM, else None.
 
     A TPU VM has the TPU runtime (the `libtpu` package) and its chips as device files:
     /dev/accel* (v2-v4) or /dev/vfio/* (v5e and later).

@@ -36,8 +36,14 @@ _NO_FLIP = frozenset(
 
 # Data sets whose "test" split is missing or unlabelled: evaluate on "validation".
 _VALIDATION_IS_EVAL = frozenset(
-    {"imagenet2012", "imagenet2012_subset", "imagenette", "imagewang", "imagenet_resized",
-     "downsampled_imagenet"}
+    {
+        "imagenet2012",
+        "imagenet2012_subset",
+        "imagenette",
+        "imagewang",
+        "imagenet_resized",
+        "downsampled_imagenet",
+    }
 )
 
 
@@ -89,7 +95,7 @@ def tfds_name(name: str) -> str:
 
 
 def _base_name(name: str) -> str:
-    """"imagenette/320px-v2:1.0.0" -> "imagenette"."""
+    """ "imagenette/320px-v2:1.0.0" -> "imagenette"."""
     return name.split("/")[0].split(":")[0]
 
 

@@ -85,7 +85,10 @@ class SasaDigits(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, digits, indices):
         for index in indices:
             # The key is the index in sklearn's order, so an example can be traced back.
-            yield int(index), {
-                "image": to_uint8_image(digits.data[index]),
-                "label": int(digits.target[index]),
-            }
+            yield (
+                int(index),
+                {
+                    "image": to_uint8_image(digits.data[index]),
+                    "label": int(digits.target[index]),
+                },
+            )

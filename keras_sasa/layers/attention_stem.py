@@ -288,9 +288,7 @@ class AttentionStem2D(keras.layers.Layer):
         self.head_size = self.filters // self.num_heads
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.embedding_initializer = (
-            None
-            if embedding_initializer is None
-            else keras.initializers.get(embedding_initializer)
+            None if embedding_initializer is None else keras.initializers.get(embedding_initializer)
         )
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.embedding_regularizer = keras.regularizers.get(embedding_regularizer)
@@ -393,13 +391,9 @@ class AttentionStem2D(keras.layers.Layer):
                     else keras.initializers.serialize(self.embedding_initializer)
                 ),
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-                "embedding_regularizer": keras.regularizers.serialize(
-                    self.embedding_regularizer
-                ),
+                "embedding_regularizer": keras.regularizers.serialize(self.embedding_regularizer),
                 "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-                "embedding_constraint": keras.constraints.serialize(
-                    self.embedding_constraint
-                ),
+                "embedding_constraint": keras.constraints.serialize(self.embedding_constraint),
             }
         )
         return config

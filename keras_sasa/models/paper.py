@@ -86,9 +86,7 @@ def paper_table():
     Returns:
         The tables as a printable string.
     """
-    lines = _header(
-        "Table 1: ImageNet, 224 x 224, 1000 classes (paper: Ramachandran et al. 2019)"
-    )
+    lines = _header("Table 1: ImageNet, 224 x 224, 1000 classes (paper: Ramachandran et al. 2019)")
     for (depth, variant), paper in TABLE_1.items():
         kwargs = VARIANTS[variant]
         ours = measure(depth, kwargs["stem"], kwargs["attention_stages"])
