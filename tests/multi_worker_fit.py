@@ -58,7 +58,11 @@ def training_data(data_dir):
 
     # In order and without augmentation, so that every run sees the same batches.
     return data.load_dataset(
-        "digits", SPLIT, GLOBAL_BATCH_SIZE, data_dir=data_dir, training=False,
+        "digits",
+        SPLIT,
+        GLOBAL_BATCH_SIZE,
+        data_dir=data_dir,
+        training=False,
         drop_remainder=True,
     )
 
@@ -110,9 +114,7 @@ def main(argv=None):
         def on_epoch_begin(self, epoch, logs=None):
             epochs_run.append(epoch)
 
-    backup = keras.callbacks.BackupAndRestore(
-        distribute.worker_dir(args.backup_dir, strategy)
-    )
+    backup = keras.callbacks.BackupAndRestore(distribute.worker_dir(args.backup_dir, strategy))
     history = model.fit(
         dataset, epochs=EPOCHS, verbose=0, callbacks=[RecordEpochs(), backup, Hang()]
     )

@@ -23,8 +23,7 @@ def window_members(i, j, height, width, kernel_size, window):
     return [(a, b, r, c) for a, b, r, c in cells if 0 <= a < height and 0 <= b < width]
 
 
-def attention_stem_loops(x, wq, wk, wv, row, col, nu, num_heads, kernel_size, window,
-                         scale=None):
+def attention_stem_loops(x, wq, wk, wv, row, col, nu, num_heads, kernel_size, window, scale=None):
     """y_ij = sum_ab softmax_ab(s q_ij.k_ab) (sum_m p(a,b,m) W_V^m) x_ab, per head.
 
     x: (B, H, W, C); wq, wk: (C, F); wv: (M, C, F); row, col: (k, D); nu: (M, D).
@@ -44,8 +43,7 @@ def attention_stem_loops(x, wq, wk, wv, row, col, nu, num_heads, kernel_size, wi
                     logits, values = [], []
                     for a, b, r, c in members:
                         k = x[n, a, b] @ wk
-                        p = _softmax(np.array([(row[r] + col[c]) @ nu[m]
-                                               for m in range(len(nu))]))
+                        p = _softmax(np.array([(row[r] + col[c]) @ nu[m] for m in range(len(nu))]))
                         mixed = sum(p[m] * wv[m] for m in range(len(nu)))
                         logits.append(scale * (q[part] @ k[part]))
                         values.append((x[n, a, b] @ mixed)[part])

@@ -19,8 +19,14 @@ def _stem(**kwargs):
 
 
 def _weights(layer):
-    names = ("query_kernel", "key_kernel", "value_kernels", "row_embeddings",
-             "column_embeddings", "mixture_embeddings")
+    names = (
+        "query_kernel",
+        "key_kernel",
+        "value_kernels",
+        "row_embeddings",
+        "column_embeddings",
+        "mixture_embeddings",
+    )
     return [np.asarray(getattr(layer, n).value).astype("float64") for n in names]
 
 
@@ -32,8 +38,9 @@ def test_matches_numpy_loop_reference(window, height, width, kernel_size):
     x = np.random.default_rng(1).normal(size=(2, height, width, 3)).astype("float32")
     layer = _stem(filters=8, kernel_size=kernel_size, num_heads=2, num_mixtures=3, window=window)
     got = np.asarray(layer(x))
-    want = attention_stem_loops(x.astype("float64"), *_weights(layer), num_heads=2,
-                                kernel_size=kernel_size, window=window)
+    want = attention_stem_loops(
+        x.astype("float64"), *_weights(layer), num_heads=2, kernel_size=kernel_size, window=window
+    )
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
@@ -42,8 +49,9 @@ def test_unscaled_logits_match_reference(window):
     x = np.random.default_rng(2).normal(size=(1, 6, 6, 4)).astype("float32")
     layer = _stem(filters=8, num_heads=4, window=window, scale_logits=False)
     got = np.asarray(layer(x))
-    want = attention_stem_loops(x.astype("float64"), *_weights(layer), num_heads=4,
-                                kernel_size=4, window=window, scale=1.0)
+    want = attention_stem_loops(
+        x.astype("float64"), *_weights(layer), num_heads=4, kernel_size=4, window=window, scale=1.0
+    )
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
@@ -120,8 +128,7 @@ def test_strides_average_pool_the_stride_one_output():
     want = keras.ops.average_pool(full, 2, 2, padding="same")
     got = strided(x)
     assert tuple(got.shape) == (2, 4, 4, 8)
-    np.testing.assert_allclose(np.asarray(got),
-                               np.asarray(want), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
 
 
 @pytest.mark.parametrize("window", ["block", "sliding"])
@@ -137,12 +144,14 @@ def test_unknown_batch_height_and_width(window):
 
 
 def test_paper_stem_shapes_224_to_56():
-    stem = keras.Sequential([
-        keras.Input((224, 224, 3)),
-        keras_sasa.AttentionStem2D(64),
-        keras.layers.BatchNormalization(),
-        keras.layers.MaxPooling2D(4),
-    ])
+    stem = keras.Sequential(
+        [
+            keras.Input((224, 224, 3)),
+            keras_sasa.AttentionStem2D(64),
+            keras.layers.BatchNormalization(),
+            keras.layers.MaxPooling2D(4),
+        ]
+    )
     assert stem.output_shape == (None, 56, 56, 64)
     # W_Q, W_K (3x64 each), 4 value matrices (4x3x64), 4x64 row and column tables, 4x64 nu.
     assert stem.layers[0].count_params() == 2 * 192 + 4 * 192 + 2 * 256 + 256
@@ -181,11 +190,19 @@ def test_build_rejects_wrong_rank_and_unknown_channels():
 
 def test_get_config_has_every_argument_and_round_trips():
     layer = keras_sasa.AttentionStem2D(
-        16, kernel_size=3, num_heads=2, num_mixtures=5, strides=2, window="sliding",
-        scale_logits=False, kernel_initializer="he_normal",
+        16,
+        kernel_size=3,
+        num_heads=2,
+        num_mixtures=5,
+        strides=2,
+        window="sliding",
+        scale_logits=False,
+        kernel_initializer="he_normal",
         embedding_initializer=keras.initializers.RandomNormal(stddev=0.5),
-        kernel_regularizer=keras.regularizers.L2(1e-4), embedding_regularizer="l1",
-        kernel_constraint=keras.constraints.MaxNorm(2.0), embedding_constraint="non_neg",
+        kernel_regularizer=keras.regularizers.L2(1e-4),
+        embedding_regularizer="l1",
+        kernel_constraint=keras.constraints.MaxNorm(2.0),
+        embedding_constraint="non_neg",
         name="stem",
     )
     config = layer.get_config()

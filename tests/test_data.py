@@ -139,13 +139,9 @@ def test_info_of_unprepared_imagenet_needs_no_download(tmp_path):
 # Pipelines.
 
 
-@pytest.mark.parametrize(
-    "name, shape", [("cifar10", (32, 32, 3)), ("mnist", (28, 28, 1))]
-)
+@pytest.mark.parametrize("name, shape", [("cifar10", (32, 32, 3)), ("mnist", (28, 28, 1))])
 @pytest.mark.parametrize("training", [False, True])
-def test_pipeline_batches_are_float_images_in_0_1_and_int32_labels(
-    tmp_path, name, shape, training
-):
+def test_pipeline_batches_are_float_images_in_0_1_and_int32_labels(tmp_path, name, shape, training):
     with tfds.testing.mock_data(num_examples=20):
         dataset = data.load_dataset(
             name, "train", 8, data_dir=str(tmp_path), training=training, seed=0
@@ -176,7 +172,12 @@ def test_cifar_training_pads_by_4_crops_and_flips_half_the_images(tmp_path):
         # A buffer of one keeps the order, so each output can be matched to its input.
         images, _ = unbatch(
             data.load_dataset(
-                "cifar10", "train", 32, data_dir=str(tmp_path), training=True, seed=3,
+                "cifar10",
+                "train",
+                32,
+                data_dir=str(tmp_path),
+                training=True,
+                seed=3,
                 shuffle_buffer=1,
             )
         )
@@ -195,7 +196,12 @@ def test_mnist_training_crops_but_never_flips(tmp_path):
         raw_images = np.stack([example["image"] for example in tfds.as_numpy(raw)])
         images, _ = unbatch(
             data.load_dataset(
-                "mnist", "train", 32, data_dir=str(tmp_path), training=True, seed=3,
+                "mnist",
+                "train",
+                32,
+                data_dir=str(tmp_path),
+                training=True,
+                seed=3,
                 shuffle_buffer=1,
             )
         )
@@ -209,7 +215,12 @@ def test_digits_are_shifted_by_at_most_one_pixel_and_never_flipped(digits_dir):
     raw_images, _ = read_split(digits_dir, "train")
     images, _ = unbatch(
         data.load_dataset(
-            "digits", "train", 100, data_dir=digits_dir, training=True, seed=5,
+            "digits",
+            "train",
+            100,
+            data_dir=digits_dir,
+            training=True,
+            seed=5,
             shuffle_buffer=1,
         )
     )
@@ -221,8 +232,14 @@ def test_digits_are_shifted_by_at_most_one_pixel_and_never_flipped(digits_dir):
     # Forcing flips shows the check above would see them: many digits then need one.
     forced, _ = unbatch(
         data.load_dataset(
-            "digits", "train", 100, data_dir=digits_dir, training=True, seed=5,
-            shuffle_buffer=1, flip=True,
+            "digits",
+            "train",
+            100,
+            data_dir=digits_dir,
+            training=True,
+            seed=5,
+            shuffle_buffer=1,
+            flip=True,
         )
     )
     unexplained = [not crop_matches(o, a, 1, flips=(False,)) for o, a in zip(originals, forced)]
@@ -255,8 +272,13 @@ def test_image_size_resizes_small_images(digits_dir):
     for training in (False, True):
         images, _ = next(
             data.load_dataset(
-                "digits", "test", 16, data_dir=digits_dir, image_size=32,
-                training=training, seed=0,
+                "digits",
+                "test",
+                16,
+                data_dir=digits_dir,
+                image_size=32,
+                training=training,
+                seed=0,
             ).as_numpy_iterator()
         )
         assert images.shape == (16, 32, 32, 1)
@@ -269,8 +291,13 @@ def test_large_images_of_any_size_come_out_square(tmp_path, image_size, expected
         for training in (False, True):
             images, labels = next(
                 data.load_dataset(
-                    "imagenette", "train", 3, data_dir=str(tmp_path),
-                    image_size=image_size, training=training, seed=0,
+                    "imagenette",
+                    "train",
+                    3,
+                    data_dir=str(tmp_path),
+                    image_size=image_size,
+                    training=training,
+                    seed=0,
                 ).as_numpy_iterator()
             )
             assert images.shape == (3, expected, expected, 3)

@@ -218,13 +218,27 @@ def start_workers(data_dir, backup_dir, out_dir, extra_args=()):
     for index in range(2):
         out = os.path.join(out_dir, f"worker{index}.npz")
         command = [
-            sys.executable, WORKER_SCRIPT, "--workers", workers, "--index", str(index),
-            "--data-dir", data_dir, "--backup-dir", backup_dir, "--out", out, *extra_args,
+            sys.executable,
+            WORKER_SCRIPT,
+            "--workers",
+            workers,
+            "--index",
+            str(index),
+            "--data-dir",
+            data_dir,
+            "--backup-dir",
+            backup_dir,
+            "--out",
+            out,
+            *extra_args,
         ]
         log = open(out + ".log", "w")
         processes.append(
             subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                command,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         )

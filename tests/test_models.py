@@ -70,9 +70,16 @@ def test_paper_table_prints_paper_and_computed_numbers():
     params, flops = paper.measure("ResNet-50", "attention", (1, 2, 3, 4))
     row = next(line for line in text.splitlines() if line.startswith("ResNet-50 Full Attention"))
     assert row.split() == [
-        "ResNet-50", "Full", "Attention", "7.2", f"{flops / 1e9:.2f}",
-        f"{100 * (flops / 1e9 / 7.2 - 1):+.1f}%", "18.0", f"{params / 1e6:.2f}",
-        f"{100 * (params / 1e6 / 18.0 - 1):+.1f}%", "77.6",
+        "ResNet-50",
+        "Full",
+        "Attention",
+        "7.2",
+        f"{flops / 1e9:.2f}",
+        f"{100 * (flops / 1e9 / 7.2 - 1):+.1f}%",
+        "18.0",
+        f"{params / 1e6:.2f}",
+        f"{100 * (params / 1e6 / 18.0 - 1):+.1f}%",
+        "77.6",
     ]
     assert len([line for line in text.splitlines() if line.startswith("ResNet-")]) == 9
     assert len([line for line in text.splitlines() if line.startswith("conv ")]) == 8
@@ -88,11 +95,17 @@ def _one_layer(layer, shape):
 
 def test_count_flops_conv2d_and_dense():
     # 3x3 conv, 4 -> 8 channels, on 10 x 10 ("same"): 2 * 9 * 4 * 8 * 100.
-    assert models.count_flops(_one_layer(keras.layers.Conv2D(8, 3, padding="same"),
-                                         (10, 10, 4))) == 57_600
+    assert (
+        models.count_flops(_one_layer(keras.layers.Conv2D(8, 3, padding="same"), (10, 10, 4)))
+        == 57_600
+    )
     # Stride 2: a quarter of the output pixels.
-    assert models.count_flops(_one_layer(keras.layers.Conv2D(8, 3, strides=2, padding="same"),
-                                         (10, 10, 4))) == 14_400
+    assert (
+        models.count_flops(
+            _one_layer(keras.layers.Conv2D(8, 3, strides=2, padding="same"), (10, 10, 4))
+        )
+        == 14_400
+    )
     assert models.count_flops(_one_layer(keras.layers.Dense(10), (64,))) == 1280
 
 
@@ -158,9 +171,13 @@ def test_registry_maps_names_to_builders():
 
 @pytest.mark.parametrize(
     "name, blocks",
-    [("sasa_resnet26", [1, 2, 4, 1]), ("sasa_resnet38", [2, 3, 5, 2]),
-     ("sasa_resnet50", [3, 4, 6, 3]), ("sasa_resnet101", [3, 4, 23, 3]),
-     ("sasa_resnet152", [3, 8, 36, 3])],
+    [
+        ("sasa_resnet26", [1, 2, 4, 1]),
+        ("sasa_resnet38", [2, 3, 5, 2]),
+        ("sasa_resnet50", [3, 4, 6, 3]),
+        ("sasa_resnet101", [3, 4, 23, 3]),
+        ("sasa_resnet152", [3, 8, 36, 3]),
+    ],
 )
 def test_named_models_have_the_paper_block_counts(name, blocks):
     model = models.MODELS[name](input_shape=(32, 32, 3), base_width=4, num_heads=2, classes=5)
@@ -203,7 +220,10 @@ def test_no_attention_stages_gives_the_conv_baseline():
 def test_attention_stages_choose_the_groups():
     model = _tiny(blocks=(1, 2, 1, 2), attention_stages=(2, 4))
     assert _attention_layers(model) == [
-        "conv3_block1_attn", "conv3_block2_attn", "conv5_block1_attn", "conv5_block2_attn"
+        "conv3_block1_attn",
+        "conv3_block2_attn",
+        "conv5_block1_attn",
+        "conv5_block2_attn",
     ]
     assert {"conv2_block1_2_conv", "conv4_block1_2_conv"} <= {l.name for l in model.layers}
 
@@ -213,22 +233,43 @@ def test_layer_names_follow_keras_applications():
     assert names[1:4] == ["conv1_attn", "conv1_bn", "pool1_pool"]
     block = [n for n in names if n.startswith("conv3_block1_")]
     assert sorted(block) == sorted(
-        ["conv3_block1_0_conv", "conv3_block1_0_bn", "conv3_block1_1_conv", "conv3_block1_1_bn",
-         "conv3_block1_1_relu", "conv3_block1_attn", "conv3_block1_2_bn", "conv3_block1_2_relu",
-         "conv3_block1_3_conv", "conv3_block1_3_bn", "conv3_block1_add", "conv3_block1_out"]
+        [
+            "conv3_block1_0_conv",
+            "conv3_block1_0_bn",
+            "conv3_block1_1_conv",
+            "conv3_block1_1_bn",
+            "conv3_block1_1_relu",
+            "conv3_block1_attn",
+            "conv3_block1_2_bn",
+            "conv3_block1_2_relu",
+            "conv3_block1_3_conv",
+            "conv3_block1_3_bn",
+            "conv3_block1_add",
+            "conv3_block1_out",
+        ]
     )
     assert "conv3_block2_0_conv" not in names  # identity shortcut after the first block
     assert names[-2:] == ["avg_pool", "predictions"]
     conv_names = [l.name for l in _tiny(stem="conv", size=32, attention_stages=()).layers]
-    assert conv_names[1:7] == ["conv1_pad", "conv1_conv", "conv1_bn", "conv1_relu",
-                               "pool1_pad", "pool1_pool"]
+    assert conv_names[1:7] == [
+        "conv1_pad",
+        "conv1_conv",
+        "conv1_bn",
+        "conv1_relu",
+        "pool1_pad",
+        "pool1_pool",
+    ]
     assert "conv2_block1_2_conv" in conv_names
 
 
 @pytest.mark.parametrize(
     "stem, size, stem_output",
-    [("attention", 64, (16, 16, 8)), ("conv", 64, (16, 16, 8)),
-     ("attention_small", 16, (16, 16, 8)), ("conv_small", 16, (16, 16, 8))],
+    [
+        ("attention", 64, (16, 16, 8)),
+        ("conv", 64, (16, 16, 8)),
+        ("attention_small", 16, (16, 16, 8)),
+        ("conv_small", 16, (16, 16, 8)),
+    ],
 )
 def test_stem_downsampling(stem, size, stem_output):
     model = _tiny(stem=stem, size=size)
@@ -246,8 +287,14 @@ def test_include_top_false_and_pooling():
 
 
 def test_unknown_height_and_width_without_top():
-    model = models.SASAResNet26(include_top=False, pooling="avg", stem="conv_small",
-                                base_width=8, num_heads=2, kernel_size=3)
+    model = models.SASAResNet26(
+        include_top=False,
+        pooling="avg",
+        stem="conv_small",
+        base_width=8,
+        num_heads=2,
+        kernel_size=3,
+    )
     assert model.input_shape == (None, None, None, 3)
     for size in (8, 12):
         assert tuple(model(np.zeros((1, size, size, 3), "float32")).shape) == (1, 256)
@@ -255,16 +302,16 @@ def test_unknown_height_and_width_without_top():
 
 def test_input_tensor_is_used_as_the_input():
     inputs = keras.Input((8, 8, 3), name="pixels")
-    model = models.SASAResNet26(input_tensor=inputs, stem="conv_small", base_width=8,
-                                num_heads=2, classes=4)
+    model = models.SASAResNet26(
+        input_tensor=inputs, stem="conv_small", base_width=8, num_heads=2, classes=4
+    )
     assert model.inputs[0] is inputs and model.output_shape == (None, 4)
 
 
 def test_default_input_shapes():
     assert models.SASAResNet26(stem="conv", base_width=8).input_shape == (None, 224, 224, 3)
     assert models.SASAResNet26(stem="conv_small", base_width=8).input_shape == (None, 32, 32, 3)
-    assert models.SASAResNet26(include_top=False, base_width=8).input_shape == (
-        None, None, None, 3)
+    assert models.SASAResNet26(include_top=False, base_width=8).input_shape == (None, None, None, 3)
 
 
 @pytest.mark.parametrize(
@@ -325,9 +372,16 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
 # downsampling through attention + pooling.
 def _two_groups(**kwargs):
     return models.SASAResNet(
-        (1, 1), stackwise_num_filters=(8, 16), stackwise_strides=(1, 2),
-        input_shape=(8, 8, 3), stem="attention_small", base_width=8, num_heads=2,
-        kernel_size=3, classes=3, **kwargs,
+        (1, 1),
+        stackwise_num_filters=(8, 16),
+        stackwise_strides=(1, 2),
+        input_shape=(8, 8, 3),
+        stem="attention_small",
+        base_width=8,
+        num_heads=2,
+        kernel_size=3,
+        classes=3,
+        **kwargs,
     )
 
 
@@ -349,8 +403,10 @@ def test_mixed_precision_forward(policy):
     keras.mixed_precision.set_global_policy(policy)
     model = _tiny(stem="attention", size=32)
     assert all(w.dtype == "float32" for w in model.weights)
-    assert keras.backend.standardize_dtype(model.get_layer("conv5_block1_out").output.dtype) == (
-        policy.split("_")[1])
+    assert (
+        keras.backend.standardize_dtype(model.get_layer("conv5_block1_out").output.dtype)
+        == (policy.split("_")[1])
+    )
     probs = np.asarray(model(x))
     assert probs.dtype == np.float32 and np.isfinite(probs).all()
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)

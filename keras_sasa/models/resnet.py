@@ -242,7 +242,7 @@ def SASAResNet(
 
     x = _stem(inputs, stem, base_width)
     for g, (blocks, filters, strides) in enumerate(
-        zip(stackwise_num_blocks, stackwise_num_filters, stackwise_strides), start=1
+        zip(stackwise_num_blocks, stackwise_num_filters, stackwise_strides, strict=True), start=1
     ):
         for b in range(1, blocks + 1):
             x = _bottleneck(
