@@ -37,6 +37,8 @@ CASES = [
     (1, 12, 12, 4, 2, 9, 1, "zeros"),
     (1, 6, 5, 3, 1, 5, 1, "mask"),  # head size 1: no column channels
     (1, 8, 8, 2, 4, 1, 1, "mask"),  # kernel_size 1: attends to itself only
+    (1, 11, 6, 1, 6, 3, 2, "mask"),  # one head over several dilation grids
+    (1, 11, 6, 1, 6, 3, 2, "zeros"),
 ]
 
 

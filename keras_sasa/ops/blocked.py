@@ -15,7 +15,6 @@ import tensorflow as tf
 from keras_sasa.ops._common import MASKED
 from keras_sasa.ops._common import check_args
 from keras_sasa.ops._common import logit_scale
-from keras_sasa.ops._common import split_query
 
 
 def _pad_to(x, axis, before, total):
@@ -51,17 +50,32 @@ def _blocks_with_halo(x, axis, num_blocks, block_size, memory_size):
     return tf.slice(joined, begin, size)
 
 
-def _relative_table(table, block_size, kernel_size):
-    """(kernel_size, N, D) offsets table -> (N, block_size, memory_size, D).
+def _offset_tables(row_table, col_table):
+    """(k, N, Dr) and (k, N, Dc) -> (N, Dr + Dc, 2k): one matmul gives both axes' logits.
 
-    Entry [n, i, m] is the embedding of offset m - i between query i of a block and memory
-    position m; pairs outside the window get a clipped entry (they are masked anyway).
+    Each head's query is [row part | column part]; the row table is zero on the column part
+    and the other way round.
     """
-    memory_size = block_size + kernel_size - 1
-    offsets = np.arange(memory_size)[None, :] - np.arange(block_size)[:, None]
-    index = np.clip(offsets, 0, kernel_size - 1)
-    gathered = tf.gather(table, index)  # (b, M, N, D)
-    return tf.transpose(gathered, [2, 0, 1, 3])
+    row_dim, col_dim = row_table.shape[-1], col_table.shape[-1]
+    rows = tf.pad(row_table, [[0, 0], [0, 0], [0, col_dim]])
+    cols = tf.pad(col_table, [[0, 0], [0, 0], [row_dim, 0]])
+    return tf.transpose(tf.concat([rows, cols], axis=0), [1, 2, 0])
+
+
+def _skew(offsets, memory_size):
+    """(..., b, k) logits per offset -> (..., b, M): entry [i, m] = offsets[i, m - i].
+
+    Pairs outside the window (m - i outside 0..k-1) get 0; they are masked anyway. The
+    shift comes from padding each row to M + 1 and reading the rows back M wide.
+    """
+    shape = tf.shape(offsets)
+    b, k = offsets.shape[-2], offsets.shape[-1]
+    padded = tf.pad(offsets, [[0, 0]] * (len(offsets.shape) - 1) + [[0, memory_size + 1 - k]])
+    flat = tf.reshape(padded, tf.concat([shape[:-2], [b * (memory_size + 1)]], 0))
+    flat = tf.slice(
+        flat, tf.zeros_like(tf.shape(flat)), tf.concat([shape[:-2], [b * memory_size]], 0)
+    )
+    return tf.reshape(flat, tf.concat([shape[:-2], [b, memory_size]], 0))
 
 
 def _window_bias(block_size, kernel_size):
@@ -158,9 +172,6 @@ def _blocked_core(q, k, v, row_inside, col_inside, row_table, col_table, kernel_
     """Blocked attention over (grids * batch, H, W, N, D) tensors, undilated.
 
     `row_inside` (grids, H) and `col_inside` (grids, W) flag the real pixels of each grid.
-    The two matmuls run as TF kernels; the data movement around them (block and halo
-    copies, masks, relative logits, the biased softmax) is compiled by XLA, which fuses it
-    into a few passes, forward and backward, where TF would run one kernel per op.
     """
     qb, km, vm, row_term, col_term = _to_blocks(
         q, k, v, row_inside, col_inside, row_table, col_table, kernel_size, border, b
@@ -168,18 +179,15 @@ def _blocked_core(q, k, v, row_inside, col_inside, row_table, col_table, kernel_
     logits = tf.matmul(qb, km, transpose_b=True)  # (X, b*b, M*M)
     probs = tf.cast(_biased_softmax(logits, row_term, col_term), v.dtype)
     out = tf.matmul(probs, vm)  # (X, b*b, Dv)
-    return _from_blocks(out, tf.shape(q), q.shape[3], b)
+    return _from_blocks(out, q, b)
 
 
-@tf.function(jit_compile=True, autograph=False)
 def _to_blocks(q, k, v, row_inside, col_inside, row_table, col_table, kernel_size, border, b):
     """Query blocks, memory blocks and the per-axis logit terms.
 
-    Returns qb (X, b*b, D), km (X, M*M, D), vm (X, M*M, Dv), row_term (X, b, b, 1, M) and
-    col_term (X, b, b, M, 1), X = grids * batch * heads * blocks. Heads go into the batch,
-    so that every block of every head is one small matmul; memory blocks are laid out
-    columns major, which needs no transpose of the (b + k - 1)^2 / b^2 times larger
-    memory tensors.
+    Returns qb (X, b*b, D), km (X, M*M, D), vm (X, M*M, Dv), row_term (X, b, b, M, 1) and
+    col_term (X, b, b, 1, M), X = grids * batch * heads * blocks. Heads go into the batch,
+    so that every block of every head is one small matmul.
     """
     shape = tf.shape(q)
     gb, height, width = shape[0], shape[1], shape[2]
@@ -204,10 +212,17 @@ def _to_blocks(q, k, v, row_inside, col_inside, row_table, col_table, kernel_siz
         x = _pad_to(x, axis, halo, (num_blocks + extra) * b)
         return _blocks_with_halo(x, axis, num_blocks, b, mem)
 
-    def memory(x):  # (G, H, W, C) -> (G * nbh * nbw, M * M, C), columns major.
-        x = halo_blocks(heads_first(x), 1, nbh)  # (G, nbh, M, W', C)
-        x = tf.transpose(x, [0, 1, 3, 2, 4])  # (G, nbh, W', M, C)
-        x = halo_blocks(x, 2, nbw)  # (G, nbh, nbw, M, M, C)
+    # Memory blocks by one gather from the padded image: a single copy forward, a single
+    # scatter-add backward, where slices and concats would make one pass each.
+    padded_width = (nbw + extra) * b
+    rows = tf.range(nbh)[:, None] * b + tf.range(mem)[None, :]  # (nbh, M)
+    cols = tf.range(nbw)[:, None] * b + tf.range(mem)[None, :]  # (nbw, M)
+    index = tf.reshape(rows[:, None, :, None] * padded_width + cols[None, :, None, :], [-1])
+
+    def memory(x):  # (G, H, W, C) -> (G * nbh * nbw, M * M, C)
+        x = _pad_to(heads_first(x), 1, halo, (nbh + extra) * b)
+        x = _pad_to(x, 2, halo, padded_width)
+        x = tf.gather(tf.reshape(x, [tf.shape(x)[0], -1, x.shape[-1]]), index, axis=1)
         return tf.reshape(x, [-1, mem * mem, x.shape[-1]])
 
     # Per-axis terms (X, b_row, b_col, M): relative logits plus the window and border
@@ -227,31 +242,38 @@ def _to_blocks(q, k, v, row_inside, col_inside, row_table, col_table, kernel_siz
     col_term = tf.reshape(axis_bias(col_inside, nbw), [grids, 1, 1, nbw, 1, b, mem])
     col_term = tf.tile(col_term, [1, bn, nbh, 1, b, 1, 1])
     if row_table is not None:
-        queries = tf.reshape(qb, [-1, num_heads, nbh * nbw, b, b, key_dim])
-        q_row, q_col = split_query(queries, row_table)
-        rel_row = _relative_table(row_table, b, kernel_size)
-        rel_col = _relative_table(col_table, b, kernel_size)
-        row_rel = tf.einsum("gnpijd,nimd->gnpijm", q_row, rel_row)
-        col_rel = tf.einsum("gnpijd,njmd->gnpijm", q_col, rel_col)
+        # Relative logits per offset (k per axis), then shifted into the memory positions.
+        queries = tf.reshape(qb, [gb, num_heads, nbh * nbw * b * b, key_dim])
+        # Tables broadcast by hand: TF 2.21's batched matmul gives wrong numbers (and
+        # corrupts memory) when it broadcasts a batch of 1 head against several.
+        tables = tf.broadcast_to(
+            _offset_tables(row_table, col_table), [gb, num_heads, key_dim, 2 * kernel_size]
+        )
+        offsets = tf.matmul(queries, tables)  # (gb, N, blocks * b * b, 2k)
+        offsets = tf.reshape(offsets, [-1, b, b, 2 * kernel_size])
+        row_rel, col_rel = tf.split(offsets, 2, axis=-1)  # (X, b_row, b_col, k)
+        row_rel = tf.transpose(_skew(tf.transpose(row_rel, [0, 2, 1, 3]), mem), [0, 2, 1, 3])
         row_term += tf.reshape(row_rel, tf.shape(row_term))
-        col_term += tf.reshape(col_rel, tf.shape(col_term))
-    row_term = tf.reshape(row_term, [-1, b, b, 1, mem])
-    col_term = tf.reshape(col_term, [-1, b, b, mem, 1])
+        col_term += tf.reshape(_skew(col_rel, mem), tf.shape(col_term))
+    row_term = tf.reshape(row_term, [-1, b, b, mem, 1])
+    col_term = tf.reshape(col_term, [-1, b, b, 1, mem])
     return qb, memory(k), memory(v), row_term, col_term
 
 
-@tf.function(jit_compile=True, autograph=False)
 def _biased_softmax(logits, row_term, col_term):
-    _, b, _, _, mem = row_term.shape
+    _, b, _, _, mem = col_term.shape
     logits = tf.reshape(logits, [-1, b, b, mem, mem]) + row_term + col_term
     probs = tf.nn.softmax(tf.reshape(logits, [-1, mem * mem]))
     return tf.reshape(probs, [-1, b * b, mem * mem])
 
 
-@tf.function(jit_compile=True, autograph=False)
-def _from_blocks(out, shape, num_heads, b):
-    """(X, b*b, Dv) block outputs -> (batch, H, W, N, Dv)."""
-    height, width, value_dim = shape[1], shape[2], out.shape[-1]
+def _from_blocks(out, q, b):
+    """(X, b*b, Dv) block outputs -> (batch, H, W, N, Dv), the layout of the queries `q`.
+
+    Only the shape of `q` is read.
+    """
+    shape = tf.shape(q)
+    height, width, num_heads, value_dim = shape[1], shape[2], q.shape[3], out.shape[-1]
     nbh = (height + b - 1) // b
     nbw = (width + b - 1) // b
     out = tf.reshape(out, [-1, nbh, nbw, b, b, value_dim])
