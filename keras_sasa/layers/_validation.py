@@ -45,3 +45,27 @@ def boolean(name, value):
             f"Received {name}={value!r} of type {type(value).__name__}"
         )
     return value
+
+
+def heads_divide_filters(num_heads, filters):
+    if filters % num_heads:
+        raise ValueError(
+            "Invalid value for argument `num_heads`. It must divide `filters`. "
+            f"Received num_heads={num_heads}, filters={filters}"
+        )
+
+
+def image_channels(layer, input_shape):
+    """The channel count of a (batch, height, width, channels) input; errors show the shape."""
+    input_shape = tuple(input_shape)
+    name = type(layer).__name__
+    if len(input_shape) != 4:
+        raise ValueError(
+            f"{name} expects inputs of rank 4 (batch, height, width, channels). "
+            f"Received input_shape={input_shape}"
+        )
+    if input_shape[-1] is None:
+        raise ValueError(
+            f"{name} needs a known channel count (last axis). Received input_shape={input_shape}"
+        )
+    return input_shape[-1]

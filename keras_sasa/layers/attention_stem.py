@@ -276,11 +276,7 @@ class AttentionStem2D(keras.layers.Layer):
         self.filters = check.positive_int("filters", filters)
         self.kernel_size = check.positive_int("kernel_size", kernel_size)
         self.num_heads = check.positive_int("num_heads", num_heads)
-        if self.filters % self.num_heads:
-            raise ValueError(
-                "Invalid value for argument `num_heads`. It must divide `filters`. "
-                f"Received num_heads={num_heads}, filters={filters}"
-            )
+        check.heads_divide_filters(self.num_heads, self.filters)
         self.num_mixtures = check.positive_int("num_mixtures", num_mixtures)
         self.strides = check.positive_int("strides", strides)
         self.window = check.one_of("window", window, WINDOWS)
@@ -297,18 +293,7 @@ class AttentionStem2D(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 4:
-            raise ValueError(
-                f"{self.__class__.__name__} expects inputs of rank 4 "
-                f"(batch, height, width, channels). Received input_shape={input_shape}"
-            )
-        channels = input_shape[-1]
-        if channels is None:
-            raise ValueError(
-                f"{self.__class__.__name__} needs a known channel count (last axis). "
-                f"Received input_shape={input_shape}"
-            )
+        channels = check.image_channels(self, input_shape)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
 
         def kernel(name, shape):

@@ -115,11 +115,7 @@ class LocalSelfAttention2D(keras.layers.Layer):
         self.filters = check.positive_int("filters", filters)
         self.kernel_size = check.odd_kernel_size("kernel_size", kernel_size)
         self.num_heads = check.positive_int("num_heads", num_heads)
-        if self.filters % self.num_heads:
-            raise ValueError(
-                "Invalid value for argument `num_heads`. It must divide `filters`. "
-                f"Received num_heads={num_heads}, filters={filters}"
-            )
+        check.heads_divide_filters(self.num_heads, self.filters)
         self.strides = check.positive_int("strides", strides)
         self.dilation_rate = check.positive_int("dilation_rate", dilation_rate)
         self.border = check.one_of("border", border, attention_ops.BORDER_MODES)
@@ -144,18 +140,7 @@ class LocalSelfAttention2D(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 4:
-            raise ValueError(
-                f"{self.__class__.__name__} expects inputs of rank 4 "
-                f"(batch, height, width, channels). Received input_shape={input_shape}"
-            )
-        channels = input_shape[-1]
-        if channels is None:
-            raise ValueError(
-                f"{self.__class__.__name__} needs a known channel count (last axis). "
-                f"Received input_shape={input_shape}"
-            )
+        channels = check.image_channels(self, input_shape)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
 
         def projection(name):
