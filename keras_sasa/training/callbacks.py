@@ -1,0 +1,186 @@
+"""Callbacks that make a run resumable after a kill at any moment, and time its epochs.
+
+Keras' `BackupAndRestore` and `CSVLogger(append=True)` almost do it; what they miss:
+
+- `BackupAndRestore` writes its weights file and then its metadata file in place. A kill
+  during the weights leaves a truncated HDF5 file; a kill during the metadata leaves an
+  empty JSON file, and every later start fails on it. `AtomicBackupAndRestore` writes both
+  to temporary files and renames them into place.
+- `CSVLogger(append=True)` appends one row per epoch and never removes one. Whatever its
+  place among the callbacks, a kill between its row and the backup of the same epoch
+  either loses the row (backup first) or writes it twice (row first: the epoch is
+  trained again after the restart). `EpochCSVLogger` runs before the backup and, when
+  training (re)starts at epoch e, first drops the rows of epochs >= e (and a half-written
+  last line), so each finished epoch has exactly one row.
+"""
+
+import csv
+import io
+import json
+import os
+import time
+
+import keras
+
+
+def replace_atomically(path, write):
+    """Calls `write(temporary_path)`, then renames the temporary file to `path`.
+
+    A reader (or a restart after a kill) sees the old file or the new one, never a part.
+    The temporary name keeps `path`'s suffix (Keras checks `.weights.h5` and `.keras`).
+    """
+    directory, name = os.path.split(path)
+    temporary = os.path.join(directory, f".partial-{os.getpid()}-{name}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_json_atomically(path, value):
+    def write(temporary):
+        with open(temporary, "w") as f:
+            json.dump(value, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    replace_atomically(path, write)
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` whose backup files are replaced atomically.
+
+    The weights (with the optimizer's state: momentum, EMA, step count) are written first,
+    then the metadata (the epoch to restart at); each goes to a temporary file that is
+    renamed into place. A kill while writing leaves the previous backup whole. A kill in
+    the microseconds between the two renames leaves the new weights with the previous
+    epoch number: that epoch is then trained once more (history.csv stays exact, see
+    `EpochCSVLogger`).
+
+    Only `_save_model`, which Keras calls at the end of each epoch, is replaced; restoring
+    is Keras' own.
+    """
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        replace_atomically(
+            self._weights_path,
+            lambda path: self.model.save_weights(path, overwrite=True),
+        )
+        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        write_json_atomically(self._training_metadata_path, metadata)
+
+
+def backup_epoch(backup_dir):
+    """The epoch a run backed up to `backup_dir` restarts at (0 without a backup)."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    try:
+        with open(path) as f:
+            return int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def read_history(path):
+    """The complete rows of a history CSV written by `EpochCSVLogger`, as dicts.
+
+    A last line without its newline (a kill while writing it) is not a row.
+    """
+    try:
+        with open(path, newline="") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    complete = text[: text.rfind("\n") + 1]
+    return list(csv.DictReader(io.StringIO(complete, newline="")))
+
+
+class EpochCSVLogger(keras.callbacks.CSVLogger):
+    """`keras.callbacks.CSVLogger(filename, append=True)` with one row per finished epoch.
+
+    Put it before `BackupAndRestore` in the callbacks, so that an epoch's row is written
+    before its backup. When training starts at epoch e (0, or where `BackupAndRestore`
+    restored), rows of epochs >= e, written for epochs whose backup never happened, are
+    dropped first, as is a half-written last line.
+    """
+
+    def __init__(self, filename, separator=","):
+        super().__init__(filename, separator=separator, append=True)
+        self._started = False
+
+    def on_train_begin(self, logs=None):
+        # The first epoch is not known yet (BackupAndRestore sets it in its own
+        # on_train_begin): open the file at the first on_epoch_begin.
+        self._started = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._started:
+            self._started = True
+            _drop_rows_from(self.filename, epoch, self.sep)
+            super().on_train_begin(logs)
+
+
+def _drop_rows_from(path, first_epoch, separator):
+    """Rewrites the CSV at `path` without rows of epochs >= `first_epoch` or partial lines."""
+    try:
+        with open(path, newline="") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return
+    lines = text[: text.rfind("\n") + 1].splitlines(keepends=True)
+    if not lines:  # Not even a complete header.
+        os.remove(path)
+        return
+    header, rows = lines[0], lines[1:]
+    kept = [row for row in rows if _row_epoch(row, separator) < first_epoch]
+    if len(kept) == len(rows) and len(text) == sum(len(line) for line in lines):
+        return  # Nothing to drop.
+
+    def write(temporary):
+        with open(temporary, "w", newline="") as f:
+            f.write(header + "".join(kept))
+
+    replace_atomically(path, write)
+
+
+def _row_epoch(row, separator):
+    try:
+        return int(row.split(separator, 1)[0])
+    except ValueError:
+        return float("inf")  # Not a row: dropped.
+
+
+class EpochStats(keras.callbacks.Callback):
+    """Adds `learning_rate` (at the epoch's end), and `epoch_seconds` and
+    `images_per_second` of the training steps, to the epoch logs.
+
+    The time runs from the start of the epoch to the end of its last training step
+    (validation excluded). Put it before the callbacks that record the logs.
+
+    Args:
+        images_per_epoch: training images per epoch (steps x global batch size).
+    """
+
+    def __init__(self, images_per_epoch):
+        super().__init__()
+        self.images_per_epoch = images_per_epoch
+        self._begin = None
+        self._end = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._begin, self._end = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        if self._begin is not None and self._end is None:
+            self._end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or self._begin is None:
+            return
+        seconds = (self._end or time.perf_counter()) - self._begin
+        logs["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
+        logs["epoch_seconds"] = seconds
+        logs["images_per_second"] = self.images_per_epoch / seconds

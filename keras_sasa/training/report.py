@@ -1,0 +1,66 @@
+"""Printable summaries of training results: one model, or the model beside its baseline."""
+
+
+def _percent(value):
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _count(value):
+    return "-" if value is None else f"{value:,}"
+
+
+def _mega(value):
+    return "-" if value is None else f"{value / 1e6:,.2f} M"
+
+
+def _rate(value):
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _attention(results):
+    stages = results.get("attention_stages") or []
+    groups = ",".join(str(g) for g in stages) if stages else "none"
+    return f"{results.get('stem')} / {groups}"
+
+
+ROWS = (
+    ("stem / attention groups", _attention),
+    ("test accuracy", lambda r: _percent(r.get("test_accuracy"))),
+    ("test loss", lambda r: "-" if r.get("test_loss") is None else f"{r['test_loss']:.4f}"),
+    ("parameters", lambda r: _count(r.get("params"))),
+    ("FLOPs per image", lambda r: _mega(r.get("flops"))),
+    ("train images/s", lambda r: _rate(r.get("train_images_per_second"))),
+    (
+        "train time (s)",
+        lambda r: "-" if r.get("train_seconds") is None else f"{r['train_seconds']:,.0f}",
+    ),
+)
+
+
+def format_results(results):
+    """The results of `keras_sasa.training.train` as a table; with a "baseline" entry,
+    the model and its convolutional baseline side by side."""
+    columns = [("SASA model" if results.get("baseline") else "model", results)]
+    if results.get("baseline"):
+        columns.append(("conv baseline", results["baseline"]))
+    cells = [[fn(r) for _, r in columns] for _, fn in ROWS]
+    label_width = max(len(label) for label, _ in ROWS)
+    widths = [
+        max(len(title), len(r["model"]), *(len(row[i]) for row in cells))
+        for i, (title, r) in enumerate(columns)
+    ]
+    test = f"{results['dataset']} {results.get('test_split', 'test')}"
+    lines = [
+        f"{results['model']} on {test}, {results['epochs']} epochs, image size "
+        f"{results.get('image_size')}",
+        " " * label_width
+        + "  "
+        + "  ".join(t.rjust(w) for (t, _), w in zip(columns, widths, strict=True)),
+    ]
+    for (label, _), row in zip(ROWS, cells, strict=True):
+        lines.append(
+            label.ljust(label_width)
+            + "  "
+            + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True))
+        )
+    return "\n".join(lines)

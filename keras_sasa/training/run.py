@@ -1,0 +1,420 @@
+"""Training runs: data, model, `fit`, results, and resuming after an interruption.
+
+`train(config)` trains the model of a `TrainConfig` (and, with `compare_baseline`, the
+convolutional baseline of the same depth) and returns its results. The pieces it is made
+of, `make_datasets`, `build_model` and `compile_model`, are public so that other drivers
+(a keras-tuner `HyperModel`, a notebook) train with the same pipelines and recipe.
+
+A run directory (`output_dir`; the baseline's is `output_dir/baseline`) holds:
+
+    config.json       the resolved configuration (a resumed run must match it)
+    history.csv       one row per finished epoch: epoch, loss, accuracy, val_*,
+                      learning_rate, epoch_seconds, images_per_second
+    logs/             TensorBoard event files (train/, validation/)
+    checkpoints/      epoch-NNN.weights.h5 after every epoch (model and optimizer state,
+                      the weights being trained, not their EMA)
+    backup/           the BackupAndRestore state, removed once the run is finished
+    model.keras       the final model (EMA weights when `ema`), saved after training
+    results.json      written last: params, FLOPs, test accuracy and loss, images/s
+
+Starting a run again with the same configuration continues it from its last finished
+epoch (or, if it was killed after training but before `results.json`, only evaluates
+and saves). A run whose `results.json` exists is finished: starting it again reports the
+stored results and trains nothing.
+"""
+
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_sasa import data
+from keras_sasa import distribute
+from keras_sasa.models import MODELS
+from keras_sasa.models import count_flops
+from keras_sasa.training import callbacks as run_callbacks
+from keras_sasa.training import config as run_config
+from keras_sasa.training import recipe
+
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+HISTORY_FILE = "history.csv"
+MODEL_FILE = "model.keras"
+LOG_DIR = "logs"
+CHECKPOINT_DIR = "checkpoints"
+BACKUP_DIR = "backup"
+BASELINE_DIR = "baseline"
+
+
+def train(config, strategy=None, log=print):
+    """Trains `config`'s model and, with `config.compare_baseline`, its conv baseline.
+
+    Args:
+        config: a `TrainConfig`.
+        strategy: a `tf.distribute.Strategy`; None: `keras_sasa.distribute.get_strategy(
+            config.strategy, config.tpu)`.
+        log: called with each progress message (Keras' own progress goes to stdout).
+
+    Returns:
+        The results (as written to `results.json`): "model", "dataset", "params",
+        "flops", "epochs", "test_accuracy", "test_loss", "train_images_per_second", ...,
+        "config", and under "baseline" the baseline's results when compared.
+
+    Raises:
+        ValueError: a bad configuration, unknown data set or model, images the model
+            cannot take, or an output directory holding a run of another configuration.
+        OSError: the output directory cannot be written.
+    """
+    run_config.check(config)
+    # Checks the data set's name before anything is written or started.
+    data.dataset_info(config.dataset, data_dir=config.data_dir)
+    output_dir = config.output_dir or run_config.default_output_dir(config.dataset, config.model)
+    make_output_dir(output_dir)
+    strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
+    info = data.dataset_info(config.dataset, data_dir=config.data_dir, download=True)
+    config = run_config.resolve(config.replace(output_dir=output_dir), info)
+
+    results = train_run(config, info, strategy, output_dir, log)
+    if config.compare_baseline:
+        baseline_dir = os.path.join(output_dir, BASELINE_DIR)
+        baseline = train_run(run_config.baseline(config), info, strategy, baseline_dir, log)
+        results = {**results, "baseline": baseline}
+        if _is_chief(strategy):
+            run_callbacks.write_json_atomically(os.path.join(output_dir, RESULTS_FILE), results)
+    return results
+
+
+def make_output_dir(path):
+    """Creates `path` (and its parents); OSError with a clear message if it can't be written."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise OSError(f"Cannot write the output directory {os.fspath(path)!r}: {reason}.") from None
+
+
+def make_datasets(config, info, strategy=None):
+    """The training and evaluation pipelines of a resolved config, with one-hot labels.
+
+    Returns:
+        `(train, test, steps_per_epoch)`: `tf.data.Dataset`s of `(images, one_hot_labels)`
+        batched with the global batch size (training drops the last partial batch), and
+        the training steps of one epoch.
+
+    Raises:
+        ValueError: the training split has fewer images than one batch, or the batch
+            does not split evenly over the strategy's replicas.
+    """
+    distribute.per_replica_batch_size(config.batch_size, strategy)
+    image_size = _pipeline_image_size(config, info)
+
+    def load(split, training):
+        dataset = data.load_dataset(
+            config.dataset,
+            split,
+            config.batch_size,
+            data_dir=config.data_dir,
+            image_size=image_size,
+            training=training,
+            seed=config.seed,
+        )
+        return dataset.map(
+            lambda images, labels: (images, tf.one_hot(labels, info.num_classes)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+
+    train_data = load(config.train_split, training=True)
+    test_data = load(config.test_split, training=False)
+    steps_per_epoch = int(train_data.cardinality())
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"The training split {config.train_split!r} of {config.dataset!r} has fewer images "
+            f"than one batch of {config.batch_size}."
+        )
+    if steps_per_epoch < 0:
+        raise ValueError(
+            f"Cannot count the batches of the training split {config.train_split!r} of "
+            f"{config.dataset!r}."
+        )
+    return train_data, test_data, steps_per_epoch
+
+
+def first_images(config, info):
+    """The first batch of training images, unaugmented, read without filling any cache."""
+    dataset = data.load_dataset(
+        config.dataset,
+        config.train_split,
+        config.batch_size,
+        data_dir=config.data_dir,
+        image_size=_pipeline_image_size(config, info),
+        cache=False,
+    )
+    images, _ = next(iter(dataset.take(1)))
+    return images
+
+
+def build_model(config, info):
+    """The resolved config's model for the data set: `MODELS[config.model](...)`, with
+    `config.batch_norm_momentum` (if set) on its batch norm layers.
+
+    Raises:
+        ValueError: from the builder, e.g. images too small for the stem and groups.
+    """
+    channels = info.image_shape[2]
+    conv_only = not config.attention_stages and config.stem.startswith("conv")
+    model = MODELS[config.model](
+        input_shape=(config.image_size, config.image_size, channels),
+        classes=info.num_classes,
+        name=f"{config.model}_conv_baseline" if conv_only else config.model,
+        stem=config.stem,
+        attention_stages=config.attention_stages,
+        kernel_size=config.kernel_size,
+        num_heads=config.num_heads,
+        base_width=config.base_width,
+    )
+    if config.batch_norm_momentum is not None:
+        recipe.set_batch_norm_momentum(model, config.batch_norm_momentum)
+    return model
+
+
+def compile_model(model, config, steps_per_epoch, strategy=None):
+    """Compiles `model` with the paper's recipe (see `keras_sasa.training.recipe`).
+
+    Call it inside `strategy.scope()`, where the model was built. `config` must be
+    resolved, with `ema_momentum` set when `config.ema` (see `with_run_length`).
+    """
+    total_steps = recipe.steps(config.epochs, steps_per_epoch)
+    warmup_steps = min(recipe.warmup_steps(config.warmup_epochs, steps_per_epoch), total_steps - 1)
+    schedule = recipe.learning_rate_schedule(config.learning_rate, total_steps, warmup_steps)
+    optimizer = recipe.make_optimizer(
+        schedule,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        ema_momentum=config.ema_momentum if config.ema else None,
+    )
+    jit_compile, steps_per_execution = distribute.fit_options(
+        strategy, config.jit_compile, config.steps_per_execution
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=recipe.make_loss(config.label_smoothing),
+        metrics=recipe.make_metrics(model.output_shape[-1]),
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
+    return model
+
+
+def with_run_length(config, steps_per_epoch):
+    """`config` with the momenta that depend on the run's length filled in:
+    `ema_momentum` (None without EMA) and `batch_norm_momentum`, by
+    `recipe.default_ema_momentum` and `recipe.default_batch_norm_momentum`."""
+    total_steps = recipe.steps(config.epochs, steps_per_epoch)
+    ema_momentum = None
+    if config.ema:
+        ema_momentum = config.ema_momentum
+        if ema_momentum is None:
+            ema_momentum = recipe.default_ema_momentum(total_steps)
+    batch_norm_momentum = config.batch_norm_momentum
+    if batch_norm_momentum is None:
+        batch_norm_momentum = recipe.default_batch_norm_momentum(total_steps)
+    return config.replace(ema_momentum=ema_momentum, batch_norm_momentum=batch_norm_momentum)
+
+
+def train_run(config, info, strategy, run_dir, log=print):
+    """Trains one model of a resolved config in `run_dir`; resumes or reports a finished run.
+
+    Returns:
+        The run's results (the content of its `results.json`).
+    """
+    results_path = os.path.join(run_dir, RESULTS_FILE)
+    finished = _read_json(results_path)
+    if finished is not None:
+        _check_same_run(finished.get("config", {}), config, run_dir)
+        log(
+            f"{run_dir}: already trained ({finished['epochs']} epochs, test accuracy "
+            f"{finished['test_accuracy']:.4f}); reporting its {RESULTS_FILE}. Delete the "
+            "directory or choose another output directory to train again."
+        )
+        return finished
+
+    make_output_dir(run_dir)
+    train_data, test_data, steps_per_epoch = make_datasets(config, info, strategy)
+    config = with_run_length(config, steps_per_epoch)
+    config_path = os.path.join(run_dir, CONFIG_FILE)
+    stored = _read_json(config_path)
+    if stored is not None:
+        _check_same_run(stored, config, run_dir)
+    chief = _is_chief(strategy)
+    out_dir = run_dir if chief else distribute.worker_dir(run_dir, strategy)
+    if chief:
+        run_callbacks.write_json_atomically(config_path, config.to_dict())
+    backup_dir = distribute.worker_dir(os.path.join(run_dir, BACKUP_DIR), strategy)
+
+    previous_policy = keras.mixed_precision.global_policy()
+    if config.mixed_precision != "none":
+        keras.mixed_precision.set_global_policy(config.mixed_precision)
+    try:
+        keras.utils.set_random_seed(config.seed)
+        with strategy.scope():
+            model = build_model(config, info)
+            compile_model(model, config, steps_per_epoch, strategy)
+        if _single_device(strategy):
+            # Restoring a backup (in fit) replaces these statistics.
+            recipe.initialize_batch_norm_statistics(model, first_images(config, info))
+        params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+        flops = count_flops(model)
+
+        start_epoch = run_callbacks.backup_epoch(backup_dir)
+        if start_epoch:
+            log(
+                f"{run_dir}: resuming after epoch {start_epoch} of {config.epochs} "
+                f"(from {backup_dir})."
+            )
+        else:
+            log(
+                f"{run_dir}: training {model.name} ({params:,} parameters, "
+                f"{flops / 1e6:,.1f} MFLOPs per image) on {config.dataset} for {config.epochs} "
+                f"epochs of {steps_per_epoch} steps, batch {config.batch_size}."
+            )
+        model.fit(
+            train_data,
+            epochs=config.epochs,
+            validation_data=test_data,
+            callbacks=_fit_callbacks(model, config, steps_per_epoch, out_dir, backup_dir),
+            verbose=_verbosity(config.verbose),
+            shuffle=False,  # The pipeline shuffles.
+        )
+        # fit has put the EMA weights in the model (optimizer.finalize_variable_values).
+        test = model.evaluate(test_data, return_dict=True, verbose=0)
+        run_callbacks.replace_atomically(os.path.join(out_dir, MODEL_FILE), model.save)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+    history = run_callbacks.read_history(os.path.join(out_dir, HISTORY_FILE))
+    results = _results(config, params, flops, test, history, steps_per_epoch)
+    if chief:
+        run_callbacks.write_json_atomically(results_path, results)
+    # Removed only now: a kill before results.json restarts from the backup, not epoch 0.
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    return results
+
+
+def _fit_callbacks(model, config, steps_per_epoch, out_dir, backup_dir):
+    # Order matters at the end of an epoch: the timer adds its numbers to the logs
+    # before they are written; the history row is written before the backup.
+    return [
+        run_callbacks.EpochStats(steps_per_epoch * config.batch_size),
+        *recipe.ema_callbacks(model.optimizer),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, LOG_DIR), write_graph=False),
+        run_callbacks.EpochCSVLogger(os.path.join(out_dir, HISTORY_FILE)),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(out_dir, CHECKPOINT_DIR, "epoch-{epoch:03d}.weights.h5"),
+            save_weights_only=True,
+        ),
+        run_callbacks.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False),
+    ]
+
+
+def _results(config, params, flops, test, history, steps_per_epoch):
+    rates = [float(row["images_per_second"]) for row in history if row.get("images_per_second")]
+    seconds = [float(row["epoch_seconds"]) for row in history if row.get("epoch_seconds")]
+    results = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "stem": config.stem,
+        "attention_stages": list(config.attention_stages),
+        "image_size": config.image_size,
+        "params": params,
+        "flops": flops,
+        "epochs": config.epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": config.batch_size,
+        "test_split": config.test_split,
+        "test_accuracy": float(test["accuracy"]),
+        "test_loss": float(test["loss"]),
+        # The median ignores the first epoch of each process, which includes tracing and
+        # compiling, once there are three epochs or more.
+        "train_images_per_second": statistics.median(rates) if rates else None,
+        "train_seconds": sum(seconds),
+        "config": config.to_dict(),
+    }
+    if "top5_accuracy" in test:
+        results["test_top5_accuracy"] = float(test["top5_accuracy"])
+    return results
+
+
+def _verbosity(verbose):
+    if verbose == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return verbose
+
+
+def _is_chief(strategy):
+    """Whether this worker writes the shared outputs: always, except under a
+    multi-worker strategy, where the chief does (or worker 0 in a cluster without one)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type in (None, "chief"):
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def _pipeline_image_size(config, info):
+    """`image_size` for `load_dataset`: None (no resizing) at the native size."""
+    native = info.image_shape[0] if info.image_shape[0] == info.image_shape[1] else None
+    return None if config.image_size == native else config.image_size
+
+
+def _single_device(strategy):
+    return strategy.num_replicas_in_sync == 1 and not isinstance(
+        strategy, tf.distribute.TPUStrategy
+    )
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except ValueError as error:
+        raise ValueError(f"Cannot read {path}: {error}. Delete it to start the run over.") from None
+
+
+def _check_same_run(stored, config, run_dir):
+    """Raises ValueError if `run_dir` holds a run of another configuration."""
+    # Fields still None here (ema_momentum before the steps are counted) are not compared.
+    ours = {k: v for k, v in config.run_fields().items() if v is not None}
+    theirs = {k: v for k, v in stored.items() if k in ours}
+    differences = [
+        f"{key}={theirs.get(key)!r} there, {value!r} here"
+        for key, value in ours.items()
+        if not _same(theirs.get(key), value)
+    ]
+    if differences:
+        raise ValueError(
+            f"The output directory {run_dir!r} holds a run with another configuration "
+            f"({'; '.join(differences[:4])}). Use another output directory, or delete this "
+            "one to start over."
+        )
+
+
+def _same(a, b):
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9)
+    return a == b

@@ -1,0 +1,384 @@
+"""keras_sasa.training and `python -m keras_sasa train`: outputs, resume after kill -9, errors.
+
+The models are tiny (width 4, 2 heads, k = 3) and train on slices of digits, so that a run
+takes seconds; most of its time is tracing and compiling.
+"""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_sasa import cli
+from keras_sasa import data
+from keras_sasa import training
+from keras_sasa.training import callbacks as run_callbacks
+from keras_sasa.training import recipe
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(base_width=4, num_heads=2, kernel_size=3)
+TINY_ARGS = ["--base-width", "4", "--num-heads", "2", "--kernel-size", "3"]
+SLICES = dict(train_split="train[:256]", test_split="test[:128]")
+SLICE_ARGS = ["--train-split", "train[:256]", "--test-split", "test[:128]"]
+# A subprocess run: start Python and TensorFlow, trace, compile, a few tiny epochs.
+SUBPROCESS_TIMEOUT_S = 240
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    data.dataset_info("digits", data_dir=data_dir, download=True)
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def compared_run(digits_dir, tmp_path_factory):
+    """Two epochs of a tiny SASA-ResNet-26 and its conv baseline; (config, results, logs)."""
+    output_dir = str(tmp_path_factory.mktemp("run"))
+    config = training.TrainConfig(
+        data_dir=digits_dir,
+        output_dir=output_dir,
+        epochs=2,
+        batch_size=64,
+        ema_momentum=0.5,
+        compare_baseline=True,
+        verbose=0,
+        **TINY,
+        **SLICES,
+    )
+    messages = []
+    results = training.train(config, log=messages.append)
+    return config, results, messages
+
+
+def history_epochs(path):
+    return [int(row["epoch"]) for row in run_callbacks.read_history(path)]
+
+
+def run_cli(args, timeout=SUBPROCESS_TIMEOUT_S, **kwargs):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "keras_sasa", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+# The recipe.
+
+
+def test_learning_rate_scales_with_the_batch_like_the_paper():
+    assert recipe.scaled_learning_rate(4096) == pytest.approx(1.6)
+    assert recipe.scaled_learning_rate(64) == pytest.approx(0.025)
+
+
+def test_schedule_warms_up_linearly_then_decays_to_zero_along_a_cosine():
+    schedule = recipe.learning_rate_schedule(0.4, total_steps=100, warmup_steps=10)
+    lr = [float(schedule(step)) for step in (0, 5, 10, 55, 100)]
+    assert lr == pytest.approx([0.0, 0.2, 0.4, 0.2, 0.0], abs=1e-6)
+
+
+def test_schedule_without_warmup_starts_at_the_peak():
+    schedule = recipe.learning_rate_schedule(0.1, total_steps=10, warmup_steps=0)
+    assert float(schedule(0)) == pytest.approx(0.1)
+    assert float(schedule(10)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_ema_and_batch_norm_momenta_are_the_papers_on_long_runs_and_shorter_on_short_ones():
+    assert recipe.default_ema_momentum(130 * 5005) == pytest.approx(0.9999)  # batch 256
+    assert recipe.default_ema_momentum(130 * 312) == pytest.approx(1 - 10 / (130 * 312))
+    assert recipe.default_ema_momentum(660) == pytest.approx(1 - 10 / 660)
+    assert recipe.default_ema_momentum(8) == 0.0
+    assert recipe.default_batch_norm_momentum(660) == pytest.approx(1 - 10 / 660)
+
+
+def test_optimizer_is_nesterov_sgd_with_ema_and_decay_off_batch_norm_and_biases():
+    optimizer = recipe.make_optimizer(0.1, weight_decay=1e-4, ema_momentum=0.99)
+    assert optimizer.nesterov and optimizer.momentum == 0.9
+    assert optimizer.use_ema and optimizer.ema_momentum == 0.99
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()]
+    )
+    optimizer.build(model.trainable_variables)
+    decayed = {v.name for v in model.trainable_variables if optimizer._use_weight_decay(v)}
+    assert decayed == {"kernel"}
+
+
+def test_resolve_picks_small_image_defaults_for_digits(digits_dir):
+    info = data.dataset_info("digits", data_dir=digits_dir)
+    config = training.resolve(training.TrainConfig(), info)
+    assert (config.image_size, config.stem, config.attention_stages) == (
+        8,
+        "attention_small",
+        (1, 2, 3, 4),
+    )
+    assert config.learning_rate == pytest.approx(0.1 * config.batch_size / 256)
+    assert config.warmup_epochs == pytest.approx(config.epochs * 10 / 130)
+    baseline = training.baseline(config)
+    assert (baseline.stem, baseline.attention_stages) == ("conv_small", ())
+
+
+def test_resolve_picks_the_papers_settings_for_large_images(digits_dir):
+    info = data.dataset_info("digits", data_dir=digits_dir)
+    config = training.resolve(training.TrainConfig(image_size=224), info)
+    assert (config.stem, config.base_width, config.num_heads, config.epochs) == (
+        "attention",
+        64,
+        8,
+        130,
+    )
+    assert training.baseline(config).stem == "conv"
+
+
+# A finished run's outputs.
+
+
+def test_results_json_holds_the_models_numbers(compared_run):
+    config, results, _ = compared_run
+    with open(os.path.join(config.output_dir, "results.json")) as f:
+        stored = json.load(f)
+    assert stored == json.loads(json.dumps(results))
+    assert (stored["model"], stored["dataset"], stored["epochs"]) == ("sasa_resnet26", "digits", 2)
+    assert stored["stem"] == "attention_small" and stored["attention_stages"] == [1, 2, 3, 4]
+    assert 10_000 < stored["params"] < 100_000
+    assert stored["flops"] > 2 * stored["params"]  # Every weight is used at least once.
+    assert 0.0 <= stored["test_accuracy"] <= 1.0
+    assert np.isfinite(stored["test_loss"]) and stored["test_loss"] > 0
+    assert stored["train_images_per_second"] > 0
+    assert stored["steps_per_epoch"] == 256 // 64
+
+
+def test_history_has_one_row_per_epoch_with_metrics(compared_run):
+    config, _, _ = compared_run
+    rows = run_callbacks.read_history(os.path.join(config.output_dir, "history.csv"))
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    for column in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        assert all(np.isfinite(float(row[column])) for row in rows), column
+    # The learning rate decays to 0 at the end of the run.
+    assert float(rows[-1]["learning_rate"]) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_saved_model_loads_in_safe_mode_and_reproduces_the_test_loss(compared_run, digits_dir):
+    config, results, _ = compared_run
+    model = keras.saving.load_model(os.path.join(config.output_dir, "model.keras"), safe_mode=True)
+    info = data.dataset_info("digits", data_dir=digits_dir)
+    resolved = training.resolve(config, info)
+    _, test_data, _ = training.make_datasets(resolved, info)
+    scores = model.evaluate(test_data, return_dict=True, verbose=0)
+    assert scores["loss"] == pytest.approx(results["test_loss"], rel=1e-5)
+    assert scores["accuracy"] == pytest.approx(results["test_accuracy"])
+
+
+def test_saved_model_holds_the_ema_weights_not_the_last_trained_ones(compared_run):
+    config, _, _ = compared_run
+    model = keras.saving.load_model(os.path.join(config.output_dir, "model.keras"))
+    trained = keras.saving.load_model(os.path.join(config.output_dir, "model.keras"))
+    trained.load_weights(os.path.join(config.output_dir, "checkpoints", "epoch-002.weights.h5"))
+    kernel = "conv2_block1_1_conv"
+    ema, last = (m.get_layer(kernel).kernel.numpy() for m in (model, trained))
+    assert not np.allclose(ema, last)
+
+
+def test_tensorboard_logs_and_checkpoints_are_written_and_the_backup_removed(compared_run):
+    config, _, _ = compared_run
+    out = config.output_dir
+    for split in ("train", "validation"):
+        assert glob.glob(os.path.join(out, "logs", split, "events.out.tfevents.*")), split
+    checkpoints = sorted(os.listdir(os.path.join(out, "checkpoints")))
+    assert checkpoints == ["epoch-001.weights.h5", "epoch-002.weights.h5"]
+    assert not os.path.exists(os.path.join(out, "backup"))
+
+
+def test_baseline_is_the_conv_model_of_the_same_depth_in_its_own_directory(compared_run):
+    config, results, _ = compared_run
+    baseline = results["baseline"]
+    assert (baseline["stem"], baseline["attention_stages"]) == ("conv_small", [])
+    assert baseline["params"] != results["params"] and baseline["flops"] != results["flops"]
+    assert 0.0 <= baseline["test_accuracy"] <= 1.0 and baseline["train_images_per_second"] > 0
+    baseline_dir = os.path.join(config.output_dir, "baseline")
+    with open(os.path.join(baseline_dir, "results.json")) as f:
+        assert json.load(f)["params"] == baseline["params"]
+    assert history_epochs(os.path.join(baseline_dir, "history.csv")) == [0, 1]
+
+
+def test_comparison_table_shows_both_accuracies_and_parameter_counts(compared_run):
+    _, results, _ = compared_run
+    table = training.format_results(results)
+    assert "SASA model" in table and "conv baseline" in table
+    for r in (results, results["baseline"]):
+        assert f"{100 * r['test_accuracy']:.2f}%" in table
+        assert f"{r['params']:,}" in table
+
+
+def test_a_finished_run_started_again_reports_its_results_and_trains_nothing(compared_run):
+    config, results, _ = compared_run
+    model_file = os.path.join(config.output_dir, "model.keras")
+    modified = os.path.getmtime(model_file)
+    messages = []
+    again = training.train(config, log=messages.append)
+    assert again == json.loads(json.dumps(results))
+    assert sum("already trained" in m for m in messages) == 2  # The model and its baseline.
+    assert os.path.getmtime(model_file) == modified
+    assert history_epochs(os.path.join(config.output_dir, "history.csv")) == [0, 1]
+
+
+def test_an_output_dir_of_another_configuration_is_refused(compared_run):
+    config, _, _ = compared_run
+    with pytest.raises(ValueError, match="another configuration.*epochs=2 there, 3 here"):
+        training.train(config.replace(epochs=3))
+
+
+# Resuming.
+
+
+def test_history_logger_drops_rows_of_epochs_to_be_trained_again_and_partial_lines(tmp_path):
+    path = str(tmp_path / "history.csv")
+    with open(path, "w") as f:
+        f.write("epoch,loss\n0,1.0\n1,0.9\n2,0.8\n3,0.")  # Killed while writing epoch 3.
+    logger = run_callbacks.EpochCSVLogger(path)
+    logger.on_train_begin()
+    logger.on_epoch_begin(2)  # The backup holds epochs 0 and 1: epoch 2 is trained again.
+    logger.on_epoch_end(2, {"loss": 0.7})
+    logger.on_train_end()
+    assert history_epochs(path) == [0, 1, 2]
+    assert [row["loss"] for row in run_callbacks.read_history(path)] == ["1.0", "0.9", "0.7"]
+
+
+def test_backup_files_are_replaced_atomically(tmp_path, monkeypatch):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    backup = run_callbacks.AtomicBackupAndRestore(str(tmp_path / "backup"))
+    backup.set_model(model)
+    renamed = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renamed.append(b), real_replace(a, b)))
+    backup.on_epoch_end(0)
+    assert [os.path.basename(p) for p in renamed] == [
+        "latest.weights.h5",
+        "training_metadata.json",
+    ]
+    assert sorted(os.listdir(tmp_path / "backup")) == [
+        "latest.weights.h5",
+        "training_metadata.json",
+    ]
+    assert run_callbacks.backup_epoch(str(tmp_path / "backup")) == 1
+
+
+def test_run_killed_with_sigkill_resumes_without_losing_or_repeating_epochs(digits_dir, tmp_path):
+    epochs = 12
+    output_dir = str(tmp_path / "run")
+    args = ["train", "--data-dir", digits_dir, "--output-dir", output_dir, "--epochs", str(epochs)]
+    args += ["--batch-size", "32", *TINY_ARGS, *SLICE_ARGS]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
+    metadata = os.path.join(output_dir, "backup", "training_metadata.json")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_sasa", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+        while run_callbacks.backup_epoch(os.path.dirname(metadata)) < 1:
+            assert process.poll() is None, "the run ended before its first backup"
+            assert time.monotonic() < deadline, "no backup in time"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    backed_up = run_callbacks.backup_epoch(os.path.dirname(metadata))
+    assert 1 <= backed_up < epochs
+    assert not os.path.exists(os.path.join(output_dir, "results.json"))
+
+    again = run_cli(args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    resumed = [line for line in again.stdout.splitlines() if "resuming after epoch" in line]
+    assert len(resumed) == 1
+    restart = int(resumed[0].split("resuming after epoch ")[1].split()[0])
+    assert restart >= backed_up  # No finished epoch is trained again...
+    assert f"Epoch {restart + 1}/{epochs}" in again.stdout
+    assert "Epoch 1/" not in again.stdout  # ...and training did not start over.
+    assert history_epochs(os.path.join(output_dir, "history.csv")) == list(range(epochs))
+    with open(os.path.join(output_dir, "results.json")) as f:
+        assert json.load(f)["epochs"] == epochs
+    assert not os.path.exists(os.path.join(output_dir, "backup"))
+
+
+# The command line.
+
+
+def test_help_lists_the_commands():
+    result = run_cli(["--help"], timeout=120)
+    assert result.returncode == 0
+    # Each command is listed on its own line, indented, with its help.
+    listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("    ")]
+    assert {"train", "summary", "bench"} <= set(listed)
+
+
+def test_summary_prints_the_paper_table(monkeypatch, capsys):
+    from keras_sasa.models import paper
+
+    monkeypatch.setattr(paper, "paper_table", lambda: "Table 1: ...")
+    assert cli.main(["summary"]) == 0
+    assert capsys.readouterr().out == "Table 1: ...\n"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset", "cifar1O"], "Unknown data set 'cifar1O'. Did you mean one of: cifar10"),
+        (["--model", "resnet26"], "Unknown model 'resnet26'. Expected one of: sasa_resnet26,"),
+        (["--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
+        (["--batch-size", "-8"], "argument --batch-size: expected a positive integer, got -8"),
+        (["--stem", "attention"], "the input is too small"),
+        (["--attention-stages", "1,5"], "expected group numbers 1..4"),
+    ],
+    ids=["dataset", "model", "epochs", "batch-size", "too-small-images", "stages"],
+)
+def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(
+    args, message, digits_dir, tmp_path, capsys
+):
+    argv = ["train", "--data-dir", digits_dir, "--output-dir", str(tmp_path / "out"), *args]
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit:  # argparse's errors
+        code = exit.code
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert "Traceback" not in err
+    assert message in err
+
+
+def test_an_output_dir_that_cannot_be_written_is_one_line_on_stderr(digits_dir, tmp_path, capsys):
+    regular_file = tmp_path / "file"
+    regular_file.write_text("")
+    argv = ["train", "--data-dir", digits_dir, "--output-dir", str(regular_file / "out")]
+    assert cli.main(argv) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"Cannot write the output directory '{regular_file / 'out'}'" in err
+
+
+def test_compare_baseline_prints_both_models_from_the_command_line(compared_run, capsys):
+    config, results, _ = compared_run
+    argv = ["train", "--data-dir", config.data_dir, "--output-dir", config.output_dir]
+    argv += ["--epochs", "2", "--batch-size", "64", "--ema-momentum", "0.5", "--compare-baseline"]
+    argv += [*TINY_ARGS, *SLICE_ARGS]
+    assert cli.main(argv) == 0  # Finished already: prints the stored results.
+    out = capsys.readouterr().out
+    assert "SASA model" in out and "conv baseline" in out
+    assert f"{results['baseline']['params']:,}" in out
+    assert os.path.join(config.output_dir, "results.json") in out
