@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_sasa.layers import _pooling
 from keras_sasa.layers import _validation as check
 
 WINDOWS = ("block", "sliding")
@@ -346,17 +347,10 @@ class AttentionStem2D(keras.layers.Layer):
             window=self.window,
             scale=None if self.scale_logits else 1.0,
         )
-        out = ops.reshape(out, (shape[0], shape[1], shape[2], self.filters))
-        if self.strides > 1:
-            out = ops.average_pool(out, self.strides, self.strides, padding="same")
-        return out
+        return _pooling.downsample(out, self.strides, self.filters)
 
     def compute_output_shape(self, input_shape):
-        def pooled(size):
-            return None if size is None else -(-size // self.strides)
-
-        batch, height, width, _ = input_shape
-        return (batch, pooled(height), pooled(width), self.filters)
+        return _pooling.output_shape(input_shape, self.strides, self.filters)
 
     def get_config(self):
         config = super().get_config()

@@ -7,6 +7,7 @@ its arguments and handles dtypes; the attention itself lives in `keras_sasa.ops`
 import keras
 from keras import ops
 
+from keras_sasa.layers import _pooling
 from keras_sasa.layers import _validation as check
 from keras_sasa.ops import window_attention as attention_ops
 
@@ -206,17 +207,10 @@ class LocalSelfAttention2D(keras.layers.Layer):
             scale=None if self.scale_logits else 1.0,
             implementation=self.implementation,
         )
-        out = ops.reshape(out, (shape[0], shape[1], shape[2], self.filters))
-        if self.strides > 1:
-            out = ops.average_pool(out, self.strides, self.strides, padding="same")
-        return out
+        return _pooling.downsample(out, self.strides, self.filters)
 
     def compute_output_shape(self, input_shape):
-        def pooled(size):
-            return None if size is None else -(-size // self.strides)
-
-        batch, height, width, _ = input_shape
-        return (batch, pooled(height), pooled(width), self.filters)
+        return _pooling.output_shape(input_shape, self.strides, self.filters)
 
     def get_config(self):
         config = super().get_config()
