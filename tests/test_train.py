@@ -184,7 +184,7 @@ def test_saved_model_holds_the_ema_weights_not_the_last_trained_ones(compared_ru
     config, _, _ = compared_run
     model = keras.saving.load_model(os.path.join(config.output_dir, "model.keras"))
     trained = keras.saving.load_model(os.path.join(config.output_dir, "model.keras"))
-    trained.load_weights(os.path.join(config.output_dir, "checkpoints", "epoch-002.weights.h5"))
+    trained.load_weights(os.path.join(config.output_dir, "checkpoints", "latest.weights.h5"))
     kernel = "conv2_block1_1_conv"
     ema, last = (m.get_layer(kernel).kernel.numpy() for m in (model, trained))
     assert not np.allclose(ema, last)
@@ -195,8 +195,7 @@ def test_tensorboard_logs_and_checkpoints_are_written_and_the_backup_removed(com
     out = config.output_dir
     for split in ("train", "validation"):
         assert glob.glob(os.path.join(out, "logs", split, "events.out.tfevents.*")), split
-    checkpoints = sorted(os.listdir(os.path.join(out, "checkpoints")))
-    assert checkpoints == ["epoch-001.weights.h5", "epoch-002.weights.h5"]
+    assert os.listdir(os.path.join(out, "checkpoints")) == ["latest.weights.h5"]
     assert not os.path.exists(os.path.join(out, "backup"))
 
 
@@ -273,6 +272,43 @@ def test_backup_files_are_replaced_atomically(tmp_path, monkeypatch):
         "training_metadata.json",
     ]
     assert run_callbacks.backup_epoch(str(tmp_path / "backup")) == 1
+
+
+def test_a_run_stopped_after_training_only_evaluates_and_saves_when_started_again(
+    digits_dir, tmp_path, monkeypatch
+):
+    from keras_sasa.training import run
+
+    config = training.TrainConfig(
+        data_dir=digits_dir,
+        output_dir=str(tmp_path / "run"),
+        stem="conv_small",
+        attention_stages=(),
+        epochs=2,
+        verbose=0,
+        **TINY,
+        **SLICES,
+    )
+    write_json = run.run_callbacks.write_json_atomically
+
+    def stop_at_results(path, value):
+        if path.endswith("results.json"):
+            raise KeyboardInterrupt  # Stopped between fit and the results.
+        write_json(path, value)
+
+    monkeypatch.setattr(run.run_callbacks, "write_json_atomically", stop_at_results)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config)
+    monkeypatch.undo()
+    assert run_callbacks.backup_epoch(str(tmp_path / "run" / "backup")) == 2
+
+    messages = []
+    results = training.train(config, log=messages.append)
+    assert any("resuming after epoch 2 of 2" in m for m in messages)
+    assert history_epochs(str(tmp_path / "run" / "history.csv")) == [0, 1]
+    assert results["epochs"] == 2 and 0.0 <= results["test_accuracy"] <= 1.0
+    assert os.path.exists(tmp_path / "run" / "results.json")
+    assert not os.path.exists(tmp_path / "run" / "backup")
 
 
 def test_run_killed_with_sigkill_resumes_without_losing_or_repeating_epochs(digits_dir, tmp_path):

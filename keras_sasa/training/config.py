@@ -30,8 +30,10 @@ LARGE_IMAGE_DEFAULTS = {
     "epochs": recipe.PAPER_EPOCHS,
     "batch_size": 256,
 }
-# Tuned on digits (see the README): SASA-ResNet-26 at width 16 with 4 heads reaches
-# about 98% test accuracy in 30 epochs, about 3 minutes on two CPU cores.
+# Tuned on digits: SASA-ResNet-26 at width 16 with 4 heads (k = 7) reaches 97.2% test
+# accuracy in 30 epochs with seed 0 (95.6% and 98.1% with seeds 1 and 2), in about
+# 2.5 minutes on two CPU cores; higher or lower learning rates, smaller batches, 2 heads
+# or 40 epochs did no better. The conv baseline reaches 98.6% in 40 seconds.
 SMALL_IMAGE_DEFAULTS = {
     "base_width": 16,
     "num_heads": 4,

@@ -11,8 +11,9 @@ A run directory (`output_dir`; the baseline's is `output_dir/baseline`) holds:
     history.csv       one row per finished epoch: epoch, loss, accuracy, val_*,
                       learning_rate, epoch_seconds, images_per_second
     logs/             TensorBoard event files (train/, validation/)
-    checkpoints/      epoch-NNN.weights.h5 after every epoch (model and optimizer state,
-                      the weights being trained, not their EMA)
+    checkpoints/      latest.weights.h5, replaced after every epoch: the model and
+                      optimizer state (the weights being trained, their EMA in the
+                      optimizer), for `model.load_weights` on a compiled model
     backup/           the BackupAndRestore state, removed once the run is finished
     model.keras       the final model (EMA weights when `ema`), saved after training
     results.json      written last: params, FLOPs, test accuracy and loss, images/s
@@ -48,6 +49,9 @@ HISTORY_FILE = "history.csv"
 MODEL_FILE = "model.keras"
 LOG_DIR = "logs"
 CHECKPOINT_DIR = "checkpoints"
+# One file, replaced each epoch: a file per epoch would take 200 MB for the digits
+# defaults alone.
+CHECKPOINT_FILE = "latest.weights.h5"
 BACKUP_DIR = "backup"
 BASELINE_DIR = "baseline"
 
@@ -319,7 +323,7 @@ def _fit_callbacks(model, config, steps_per_epoch, out_dir, backup_dir):
         keras.callbacks.TensorBoard(os.path.join(out_dir, LOG_DIR), write_graph=False),
         run_callbacks.EpochCSVLogger(os.path.join(out_dir, HISTORY_FILE)),
         keras.callbacks.ModelCheckpoint(
-            os.path.join(out_dir, CHECKPOINT_DIR, "epoch-{epoch:03d}.weights.h5"),
+            os.path.join(out_dir, CHECKPOINT_DIR, CHECKPOINT_FILE),
             save_weights_only=True,
         ),
         run_callbacks.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False),
