@@ -16,16 +16,14 @@ weights; the layer owns the weights, validation, dtype handling and config.
 import math
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from keras_sasa.layers import _pooling
 from keras_sasa.layers import _validation as check
+from keras_sasa.ops._common import MASKED
+from keras_sasa.ops._common import softmax_last
 
 WINDOWS = ("block", "sliding")
-
-# Added to float32 logits of positions outside the image; exp() of it underflows to 0.
-_MASKED = -1e9
 
 
 def window_offsets(kernel_size):
@@ -36,13 +34,6 @@ def window_offsets(kernel_size):
     """
     first = -((kernel_size - 1) // 2)
     return list(range(first, first + kernel_size))
-
-
-def _softmax_last(logits):
-    # TF's CPU Softmax kernel takes at most 5 dimensions: work on a matrix.
-    shape = tf.shape(logits)
-    probs = tf.nn.softmax(tf.reshape(logits, [-1, shape[-1]]), axis=-1)
-    return tf.reshape(probs, shape)
 
 
 def mixture_weights(row_embeddings, column_embeddings, mixture_embeddings):
@@ -56,11 +47,11 @@ def mixture_weights(row_embeddings, column_embeddings, mixture_embeddings):
     Returns:
         `(kernel_size, kernel_size, num_mixtures)` float32 weights summing to 1 over m.
     """
-    row = tf.cast(row_embeddings, "float32")
-    column = tf.cast(column_embeddings, "float32")
+    row = ops.cast(row_embeddings, "float32")
+    column = ops.cast(column_embeddings, "float32")
     position = row[:, None, :] + column[None, :, :]
-    logits = tf.einsum("abd,md->abm", position, tf.cast(mixture_embeddings, "float32"))
-    return _softmax_last(logits)
+    logits = ops.einsum("abd,md->abm", position, ops.cast(mixture_embeddings, "float32"))
+    return softmax_last(logits)
 
 
 def stem_attention(
@@ -93,19 +84,19 @@ def stem_attention(
         )
     key_dim = query.shape[-1]
     scale = 1.0 / math.sqrt(key_dim) if scale is None else float(scale)
-    query = tf.cast(query, "float32") * scale
-    key = tf.cast(key, "float32")
+    query = ops.cast(query, "float32") * scale
+    key = ops.cast(key, "float32")
     # One value matrix per window position: sum_m p(a, b, m) W_V^m, (k*k, channels, F).
-    kernels = tf.einsum("abm,mcf->abcf", mixture, tf.cast(value_kernels, "float32"))
-    kernels = tf.reshape(kernels, [kernel_size * kernel_size, *value_kernels.shape[1:]])
-    kernels = tf.cast(kernels, inputs.dtype)
+    kernels = ops.einsum("abm,mcf->abcf", mixture, ops.cast(value_kernels, "float32"))
+    kernels = ops.reshape(kernels, (kernel_size * kernel_size, *value_kernels.shape[1:]))
+    kernels = ops.cast(kernels, inputs.dtype)
     attend = _block_attention if window == "block" else _sliding_attention
     return attend(query, key, inputs, kernels, kernel_size)
 
 
 def _block_attention(query, key, inputs, kernels, k):
     """Attention inside the k x k blocks of the image (the paper's stem, Appendix A.1)."""
-    shape = tf.shape(query)
+    shape = ops.shape(query)
     batch, height, width = shape[0], shape[1], shape[2]
     num_heads = query.shape[3]
     value_dim = kernels.shape[-1] // num_heads
@@ -115,33 +106,33 @@ def _block_attention(query, key, inputs, kernels, k):
         # (n, H, W, ...) -> (n, rows, cols, k*k, ...), padding the image to whole blocks.
         tail = list(x.shape[3:])
         paddings = [[0, 0], [0, rows * k - height], [0, cols * k - width]]
-        x = tf.pad(x, paddings + [[0, 0]] * len(tail))
-        x = tf.reshape(x, [tf.shape(x)[0], rows, k, cols, k, *tail])
-        x = tf.transpose(x, [0, 1, 3, 2, 4, *range(5, 5 + len(tail))])
-        return tf.reshape(x, [tf.shape(x)[0], rows, cols, k * k, *tail])
+        x = ops.pad(x, paddings + [[0, 0]] * len(tail))
+        x = ops.reshape(x, (ops.shape(x)[0], rows, k, cols, k, *tail))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, *range(5, 5 + len(tail))))
+        return ops.reshape(x, (ops.shape(x)[0], rows, cols, k * k, *tail))
 
     def by_head(x):  # (n, rows, cols, k*k, N, D) -> (n, rows, cols, N, k*k, D)
-        return tf.transpose(x, [0, 1, 2, 4, 3, 5])
+        return ops.transpose(x, (0, 1, 2, 4, 3, 5))
 
     q, kk = by_head(blocks(query)), by_head(blocks(key))
-    logits = tf.matmul(q, kk, transpose_b=True)  # (B, rows, cols, N, k*k, k*k)
-    inside = blocks(tf.ones([1, height, width], "float32"))  # (1, rows, cols, k*k)
-    logits += (1.0 - inside[:, :, :, None, None, :]) * _MASKED
-    probs = tf.cast(_softmax_last(logits), inputs.dtype)
+    logits = ops.einsum("brcnpd,brcnqd->brcnpq", q, kk)  # (B, rows, cols, N, k*k, k*k)
+    inside = blocks(ops.ones((1, height, width), "float32"))  # (1, rows, cols, k*k)
+    logits += (1.0 - inside[:, :, :, None, None, :]) * MASKED
+    probs = ops.cast(softmax_last(logits), inputs.dtype)
 
     # The value at block position p uses its own mixed matrix kernels[p].
-    values = tf.einsum("brcpx,pxf->brcpf", blocks(inputs), kernels)
-    values = tf.reshape(values, [batch, rows, cols, k * k, num_heads, value_dim])
-    out = tf.matmul(probs, by_head(values))  # (B, rows, cols, N, k*k, Dv)
-    out = tf.reshape(out, [batch, rows, cols, num_heads, k, k, value_dim])
-    out = tf.transpose(out, [0, 1, 4, 2, 5, 3, 6])
-    out = tf.reshape(out, [batch, rows * k, cols * k, num_heads, value_dim])
+    values = ops.einsum("brcpx,pxf->brcpf", blocks(inputs), kernels)
+    values = ops.reshape(values, (batch, rows, cols, k * k, num_heads, value_dim))
+    out = ops.matmul(probs, by_head(values))  # (B, rows, cols, N, k*k, Dv)
+    out = ops.reshape(out, (batch, rows, cols, num_heads, k, k, value_dim))
+    out = ops.transpose(out, (0, 1, 4, 2, 5, 3, 6))
+    out = ops.reshape(out, (batch, rows * k, cols * k, num_heads, value_dim))
     return out[:, :height, :width]
 
 
 def _sliding_attention(query, key, inputs, kernels, k):
     """Attention over the k x k window around every pixel, from shifted slices."""
-    shape = tf.shape(query)
+    shape = ops.shape(query)
     batch, height, width = shape[0], shape[1], shape[2]
     num_heads = query.shape[3]
     value_dim = kernels.shape[-1] // num_heads
@@ -150,27 +141,27 @@ def _sliding_attention(query, key, inputs, kernels, k):
 
     def pad(x):
         spatial = [[0, 0], [before, after], [before, after]]
-        return tf.pad(x, spatial + [[0, 0]] * (len(x.shape) - 3))
+        return ops.pad(x, spatial + [[0, 0]] * (len(x.shape) - 3))
 
     def shifted(x, a, b):  # window row a, column b: offsets (a - before, b - before)
         return x[:, a : a + height, b : b + width]
 
     def window(x):
         # (n, H + k - 1, W + k - 1, ...) -> (n, H, W, k*k, ...): the k*k shifted copies.
-        return tf.stack([shifted(x, a, b) for a in range(k) for b in range(k)], axis=3)
+        return ops.stack([shifted(x, a, b) for a in range(k) for b in range(k)], axis=3)
 
     keys = window(pad(key))  # (B, H, W, k*k, N, D)
-    logits = tf.einsum("bhwnd,bhwpnd->bhwnp", query, keys)
-    outside = 1.0 - window(pad(tf.ones([1, height, width], "float32")))  # (1, H, W, k*k)
-    logits += outside[:, :, :, None, :] * _MASKED
-    probs = tf.cast(_softmax_last(logits), inputs.dtype)
+    logits = ops.einsum("bhwnd,bhwpnd->bhwnp", query, keys)
+    outside = 1.0 - window(pad(ops.ones((1, height, width), "float32")))  # (1, H, W, k*k)
+    logits += outside[:, :, :, None, :] * MASKED
+    probs = ops.cast(softmax_last(logits), inputs.dtype)
     # Every pixel's value under each of the k*k window positions' matrices, then for
     # window position p the neighbour's value under matrix p.
-    all_values = tf.einsum("bhwc,pcf->bhwpf", pad(inputs), kernels)
+    all_values = ops.einsum("bhwc,pcf->bhwpf", pad(inputs), kernels)
     values = [shifted(all_values, a, b)[:, :, :, a * k + b] for a in range(k) for b in range(k)]
-    values = tf.stack(values, axis=3)
-    values = tf.reshape(values, [batch, height, width, k * k, num_heads, value_dim])
-    return tf.einsum("bhwnp,bhwpnd->bhwnd", probs, values)
+    values = ops.stack(values, axis=3)
+    values = ops.reshape(values, (batch, height, width, k * k, num_heads, value_dim))
+    return ops.einsum("bhwnp,bhwpnd->bhwnd", probs, values)
 
 
 @keras.saving.register_keras_serializable(package="keras_sasa")

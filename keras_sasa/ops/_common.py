@@ -1,8 +1,8 @@
-"""Pieces shared by the local attention implementations."""
+"""Pieces shared by the local attention implementations (backend-agnostic, `keras.ops`)."""
 
 import math
 
-import tensorflow as tf
+from keras import ops
 
 BORDER_MODES = ("mask", "zeros")
 
@@ -34,13 +34,13 @@ def logit_scale(scale, key_dim):
 
 
 def split_query(query, row_embeddings):
-    row_dim = row_embeddings.shape[-1]
-    # tf.split: its gradient is a concat, far cheaper than a strided slice's.
-    return tf.split(query, [row_dim, query.shape[-1] - row_dim], axis=-1)
+    # A split, not two slices: on TensorFlow its gradient is one concat, far cheaper than
+    # a strided slice's.
+    return ops.split(query, [row_embeddings.shape[-1]], axis=-1)
 
 
 def softmax_last(logits):
     # TF's CPU Softmax kernel takes at most 5 dimensions: work on a matrix.
-    shape = tf.shape(logits)
-    probs = tf.nn.softmax(tf.reshape(logits, [-1, shape[-1]]), axis=-1)
-    return tf.reshape(probs, shape)
+    shape = ops.shape(logits)
+    probs = ops.softmax(ops.reshape(logits, (-1, shape[-1])), axis=-1)
+    return ops.reshape(probs, shape)

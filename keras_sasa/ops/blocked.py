@@ -1,16 +1,19 @@
-"""Exact local attention by blocks of queries.
+"""Exact local attention by blocks of queries, in `keras.ops` (every backend).
 
 The queries are cut into b x b blocks; each block attends to its (b + k - 1)^2 memory
 block (the block plus a halo of k // 2) in one batched matmul, and the keys outside each
 query's own k x k window are masked. The relative logits and the masks are separable over
-rows and columns, so they are computed per axis and added in one fused XLA softmax.
-Dilation runs through `tf.space_to_batch`: a dilated window is a plain window on each of
-the dilation**2 interleaved sub-grids. The blocked layout follows tensor2tensor's 2-D local
+rows and columns, so they are computed per axis and added in one fused softmax. Dilation
+runs through a space-to-batch reshape: a dilated window is a plain window on each of the
+dilation**2 interleaved sub-grids. The blocked layout follows tensor2tensor's 2-D local
 attention and timm's HaloAttn, with the exact per-query window of the paper.
+
+Spatial sizes may be unknown on TensorFlow (graph tensors); every shape is read with
+`ops.shape` and only the head and channel sizes must be static.
 """
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from keras_sasa.ops._common import MASKED
 from keras_sasa.ops._common import check_args
@@ -19,10 +22,21 @@ from keras_sasa.ops._common import logit_scale
 
 def _pad_to(x, axis, before, total):
     """Zero-pads `x` along `axis` with `before` in front and up to length `total`."""
-    size = tf.shape(x)[axis]
+    size = ops.shape(x)[axis]
     paddings = [[0, 0]] * len(x.shape)
     paddings[axis] = [before, total - size - before]
-    return tf.pad(x, paddings)
+    return ops.pad(x, paddings)
+
+
+def _take(x, axis, start, size):
+    """`size` entries of `x` from `start` along `axis` (a slice, whose gradient on
+    TensorFlow is a pad: cheaper than a strided slice's)."""
+    rank = len(x.shape)
+    starts = [0] * rank
+    starts[axis] = start
+    sizes = [-1] * rank
+    sizes[axis] = size
+    return ops.slice(x, starts, sizes)
 
 
 def _blocks_with_halo(x, axis, num_blocks, block_size, memory_size):
@@ -30,24 +44,18 @@ def _blocks_with_halo(x, axis, num_blocks, block_size, memory_size):
 
     `x` must already be padded to at least (num_blocks + extra) * block_size along `axis`;
     returns x with `axis` replaced by (num_blocks, memory_size). Built from reshapes,
-    slices and a concat, whose gradients are pads: cheap, unlike extract_patches'.
+    slices and a concat, whose gradients are pads.
     """
     extra = -(-(memory_size - block_size) // block_size)
-    shape = tf.unstack(tf.shape(x))
+    shape = list(ops.shape(x))
     pieces = []
     for j in range(extra + 1):
-        begin = [0] * len(x.shape)
-        begin[axis] = j * block_size
-        size = [-1] * len(x.shape)
-        size[axis] = num_blocks * block_size
-        piece = tf.slice(x, begin, size)
+        start = j * block_size
+        piece = _take(x, axis, start, num_blocks * block_size)
         new_shape = shape[:axis] + [num_blocks, block_size] + shape[axis + 1 :]
-        pieces.append(tf.reshape(piece, new_shape))
-    joined = tf.concat(pieces, axis=axis + 1) if len(pieces) > 1 else pieces[0]
-    begin = [0] * (len(x.shape) + 1)
-    size = [-1] * (len(x.shape) + 1)
-    size[axis + 1] = memory_size
-    return tf.slice(joined, begin, size)
+        pieces.append(ops.reshape(piece, new_shape))
+    joined = ops.concatenate(pieces, axis=axis + 1) if len(pieces) > 1 else pieces[0]
+    return _take(joined, axis + 1, 0, memory_size)
 
 
 def _offset_tables(row_table, col_table):
@@ -57,9 +65,9 @@ def _offset_tables(row_table, col_table):
     and the other way round.
     """
     row_dim, col_dim = row_table.shape[-1], col_table.shape[-1]
-    rows = tf.pad(row_table, [[0, 0], [0, 0], [0, col_dim]])
-    cols = tf.pad(col_table, [[0, 0], [0, 0], [row_dim, 0]])
-    return tf.transpose(tf.concat([rows, cols], axis=0), [1, 2, 0])
+    rows = ops.pad(row_table, [[0, 0], [0, 0], [0, col_dim]])
+    cols = ops.pad(col_table, [[0, 0], [0, 0], [row_dim, 0]])
+    return ops.transpose(ops.concatenate([rows, cols], axis=0), (1, 2, 0))
 
 
 def _skew(offsets, memory_size):
@@ -68,14 +76,12 @@ def _skew(offsets, memory_size):
     Pairs outside the window (m - i outside 0..k-1) get 0; they are masked anyway. The
     shift comes from padding each row to M + 1 and reading the rows back M wide.
     """
-    shape = tf.shape(offsets)
+    lead = list(ops.shape(offsets)[:-2])
     b, k = offsets.shape[-2], offsets.shape[-1]
-    padded = tf.pad(offsets, [[0, 0]] * (len(offsets.shape) - 1) + [[0, memory_size + 1 - k]])
-    flat = tf.reshape(padded, tf.concat([shape[:-2], [b * (memory_size + 1)]], 0))
-    flat = tf.slice(
-        flat, tf.zeros_like(tf.shape(flat)), tf.concat([shape[:-2], [b * memory_size]], 0)
-    )
-    return tf.reshape(flat, tf.concat([shape[:-2], [b, memory_size]], 0))
+    padded = ops.pad(offsets, [[0, 0]] * (len(offsets.shape) - 1) + [[0, memory_size + 1 - k]])
+    flat = ops.reshape(padded, lead + [b * (memory_size + 1)])
+    flat = _take(flat, len(lead), 0, b * memory_size)
+    return ops.reshape(flat, lead + [b, memory_size])
 
 
 def _window_bias(block_size, kernel_size):
@@ -106,6 +112,29 @@ def default_block_size(height, width, kernel_size):
     return min(range(3, 9), key=cost)
 
 
+def _space_to_grids(x, d):
+    """(B, H, W, C) -> (d * d * B, ceil(H / d), ceil(W / d), C), zero-padded: the d*d
+    interleaved sub-grids, grid g = row offset * d + column offset, batch minor (the
+    layout of tf.space_to_batch)."""
+    shape = ops.shape(x)
+    batch, height, width, channels = shape[0], shape[1], shape[2], x.shape[3]
+    rows, cols = (height + d - 1) // d, (width + d - 1) // d
+    x = ops.pad(x, [[0, 0], [0, rows * d - height], [0, cols * d - width], [0, 0]])
+    x = ops.reshape(x, (batch, rows, d, cols, d, channels))
+    x = ops.transpose(x, (2, 4, 0, 1, 3, 5))
+    return ops.reshape(x, (d * d * batch, rows, cols, channels))
+
+
+def _grids_to_space(x, d, height, width):
+    """The inverse of `_space_to_grids`, cropped back to height x width."""
+    shape = ops.shape(x)
+    rows, cols, channels = shape[1], shape[2], x.shape[3]
+    x = ops.reshape(x, (d, d, -1, rows, cols, channels))
+    x = ops.transpose(x, (2, 3, 0, 4, 1, 5))
+    x = ops.reshape(x, (-1, rows * d, cols * d, channels))
+    return ops.slice(x, [0, 0, 0, 0], [-1, height, width, -1])
+
+
 def local_attention_blocked(
     query,
     key,
@@ -127,44 +156,42 @@ def local_attention_blocked(
     if block_size is None:
         block_size = default_block_size(query.shape[1], query.shape[2], kernel_size)
     d = dilation_rate
-    shape = tf.shape(query)
+    shape = ops.shape(query)
     batch, height, width = shape[0], shape[1], shape[2]
 
-    q = tf.cast(query, "float32") * logit_scale(scale, query.shape[4])
-    tensors = [q, tf.cast(key, "float32"), value]
+    q = ops.cast(query, "float32") * logit_scale(scale, query.shape[4])
+    tensors = [q, ops.cast(key, "float32"), value]
     # Which rows / columns of each sub-grid are real pixels (grid g = row offset * d +
-    # column offset, the order of tf.space_to_batch).
-    offsets = tf.range(d)
-    rows = tf.range((height + d - 1) // d)
-    cols = tf.range((width + d - 1) // d)
-    row_inside = tf.repeat(offsets[:, None] + rows[None, :] * d < height, d, axis=0)
-    col_inside = tf.tile(offsets[:, None] + cols[None, :] * d < width, [d, 1])
+    # column offset).
+    offsets = ops.arange(d)
+    rows = ops.arange((height + d - 1) // d)
+    cols = ops.arange((width + d - 1) // d)
+    row_inside = ops.repeat(offsets[:, None] + rows[None, :] * d < height, d, axis=0)
+    col_inside = ops.tile(offsets[:, None] + cols[None, :] * d < width, (d, 1))
     if d > 1:
         # A dilated window is a plain window on each of the d*d interleaved sub-grids.
-        pad = [[0, (-height) % d], [0, (-width) % d]]
-
         def to_grids(x):
-            flat = tf.reshape(x, [batch, height, width, -1])
-            grids = tf.space_to_batch(flat, [d, d], pad)
-            return tf.reshape(grids, tf.concat([tf.shape(grids)[:3], x.shape[3:]], 0))
+            channels = int(np.prod(x.shape[3:]))
+            grids = _space_to_grids(ops.reshape(x, (batch, height, width, channels)), d)
+            sub = ops.shape(grids)
+            return ops.reshape(grids, (sub[0], sub[1], sub[2], *x.shape[3:]))
 
         tensors = [to_grids(t) for t in tensors]
     out = _blocked_core(
         *tensors,
         row_inside,
         col_inside,
-        None if row_embeddings is None else tf.cast(row_embeddings, "float32"),
-        None if column_embeddings is None else tf.cast(column_embeddings, "float32"),
+        None if row_embeddings is None else ops.cast(row_embeddings, "float32"),
+        None if column_embeddings is None else ops.cast(column_embeddings, "float32"),
         kernel_size,
         border,
         block_size,
     )
     if d > 1:
-        sub = tf.shape(out)
-        flat = tf.reshape(out, [sub[0], sub[1], sub[2], -1])
-        flat = tf.batch_to_space(flat, [d, d], pad)
-        out = tf.reshape(flat, tf.concat([[batch, height, width], tf.shape(out)[3:]], 0))
-        out = tf.ensure_shape(out, [None, None, None, *value.shape[3:]])
+        sub = ops.shape(out)
+        flat = ops.reshape(out, (sub[0], sub[1], sub[2], int(np.prod(value.shape[3:]))))
+        flat = _grids_to_space(flat, d, height, width)
+        out = ops.reshape(flat, (batch, height, width, *value.shape[3:]))
     return out
 
 
@@ -176,9 +203,9 @@ def _blocked_core(q, k, v, row_inside, col_inside, row_table, col_table, kernel_
     qb, km, vm, row_term, col_term = _to_blocks(
         q, k, v, row_inside, col_inside, row_table, col_table, kernel_size, border, b
     )
-    logits = tf.matmul(qb, km, transpose_b=True)  # (X, b*b, M*M)
-    probs = tf.cast(_biased_softmax(logits, row_term, col_term), v.dtype)
-    out = tf.matmul(probs, vm)  # (X, b*b, Dv)
+    logits = ops.einsum("xqd,xmd->xqm", qb, km)  # (X, b*b, M*M)
+    probs = ops.cast(_biased_softmax(logits, row_term, col_term), v.dtype)
+    out = ops.matmul(probs, vm)  # (X, b*b, Dv)
     return _from_blocks(out, q, b)
 
 
@@ -189,9 +216,9 @@ def _to_blocks(q, k, v, row_inside, col_inside, row_table, col_table, kernel_siz
     col_term (X, b, b, 1, M), X = grids * batch * heads * blocks. Heads go into the batch,
     so that every block of every head is one small matmul.
     """
-    shape = tf.shape(q)
+    shape = ops.shape(q)
     gb, height, width = shape[0], shape[1], shape[2]
-    grids = tf.shape(row_inside)[0]
+    grids = ops.shape(row_inside)[0]
     num_heads, key_dim = q.shape[3], q.shape[4]
     halo = kernel_size // 2
     mem = b + kernel_size - 1
@@ -200,13 +227,13 @@ def _to_blocks(q, k, v, row_inside, col_inside, row_table, col_table, kernel_siz
     extra = -(-(mem - b) // b)
 
     def heads_first(x):  # (gb, H, W, N, D) -> (gb * N, H, W, D)
-        x = tf.transpose(x, [0, 3, 1, 2, 4])
-        return tf.reshape(x, [-1, height, width, x.shape[-1]])
+        x = ops.transpose(x, (0, 3, 1, 2, 4))
+        return ops.reshape(x, (-1, height, width, x.shape[-1]))
 
     # Queries: (G, nbh, b, nbw, b, D) -> (G * nbh * nbw, b * b, D), rows major.
     qb = _pad_to(_pad_to(heads_first(q), 1, 0, nbh * b), 2, 0, nbw * b)
-    qb = tf.reshape(qb, [-1, nbh, b, nbw, b, key_dim])
-    qb = tf.reshape(tf.transpose(qb, [0, 1, 3, 2, 4, 5]), [-1, b * b, key_dim])
+    qb = ops.reshape(qb, (-1, nbh, b, nbw, b, key_dim))
+    qb = ops.reshape(ops.transpose(qb, (0, 1, 3, 2, 4, 5)), (-1, b * b, key_dim))
 
     def halo_blocks(x, axis, num_blocks):
         x = _pad_to(x, axis, halo, (num_blocks + extra) * b)
@@ -215,56 +242,56 @@ def _to_blocks(q, k, v, row_inside, col_inside, row_table, col_table, kernel_siz
     # Memory blocks by one gather from the padded image: a single copy forward, a single
     # scatter-add backward, where slices and concats would make one pass each.
     padded_width = (nbw + extra) * b
-    rows = tf.range(nbh)[:, None] * b + tf.range(mem)[None, :]  # (nbh, M)
-    cols = tf.range(nbw)[:, None] * b + tf.range(mem)[None, :]  # (nbw, M)
-    index = tf.reshape(rows[:, None, :, None] * padded_width + cols[None, :, None, :], [-1])
+    rows = ops.arange(nbh)[:, None] * b + ops.arange(mem)[None, :]  # (nbh, M)
+    cols = ops.arange(nbw)[:, None] * b + ops.arange(mem)[None, :]  # (nbw, M)
+    index = ops.reshape(rows[:, None, :, None] * padded_width + cols[None, :, None, :], (-1,))
 
     def memory(x):  # (G, H, W, C) -> (G * nbh * nbw, M * M, C)
         x = _pad_to(heads_first(x), 1, halo, (nbh + extra) * b)
         x = _pad_to(x, 2, halo, padded_width)
-        x = tf.gather(tf.reshape(x, [tf.shape(x)[0], -1, x.shape[-1]]), index, axis=1)
-        return tf.reshape(x, [-1, mem * mem, x.shape[-1]])
+        x = ops.take(ops.reshape(x, (ops.shape(x)[0], -1, x.shape[-1])), index, axis=1)
+        return ops.reshape(x, (-1, mem * mem, x.shape[-1]))
 
     # Per-axis terms (X, b_row, b_col, M): relative logits plus the window and border
     # masks, all separable over rows and columns. Tiled, not broadcast: TF (when this
     # runs without XLA) broadcasts at most 5 alternating dimensions.
-    window = tf.constant(_window_bias(b, kernel_size))  # (b, M)
+    window = ops.convert_to_tensor(_window_bias(b, kernel_size))  # (b, M)
     bn = gb // grids * num_heads
 
     def axis_bias(inside, num_blocks):  # -> (grids, blocks, b, M)
         if border == "zeros":
-            return tf.tile(window[None, None], [grids, num_blocks, 1, 1])
-        blocks = halo_blocks(tf.cast(inside, "float32"), 1, num_blocks)
+            return ops.tile(window[None, None], (grids, num_blocks, 1, 1))
+        blocks = halo_blocks(ops.cast(inside, "float32"), 1, num_blocks)
         return window[None, None] + ((1.0 - blocks) * MASKED)[:, :, None, :]
 
-    row_term = tf.reshape(axis_bias(row_inside, nbh), [grids, 1, nbh, 1, b, 1, mem])
-    row_term = tf.tile(row_term, [1, bn, 1, nbw, 1, b, 1])
-    col_term = tf.reshape(axis_bias(col_inside, nbw), [grids, 1, 1, nbw, 1, b, mem])
-    col_term = tf.tile(col_term, [1, bn, nbh, 1, b, 1, 1])
+    row_term = ops.reshape(axis_bias(row_inside, nbh), (grids, 1, nbh, 1, b, 1, mem))
+    row_term = ops.tile(row_term, (1, bn, 1, nbw, 1, b, 1))
+    col_term = ops.reshape(axis_bias(col_inside, nbw), (grids, 1, 1, nbw, 1, b, mem))
+    col_term = ops.tile(col_term, (1, bn, nbh, 1, b, 1, 1))
     if row_table is not None:
         # Relative logits per offset (k per axis), then shifted into the memory positions.
-        queries = tf.reshape(qb, [gb, num_heads, nbh * nbw * b * b, key_dim])
+        queries = ops.reshape(qb, (gb, num_heads, nbh * nbw * b * b, key_dim))
         # Tables broadcast by hand: TF 2.21's batched matmul gives wrong numbers (and
         # corrupts memory) when it broadcasts a batch of 1 head against several.
-        tables = tf.broadcast_to(
-            _offset_tables(row_table, col_table), [gb, num_heads, key_dim, 2 * kernel_size]
+        tables = ops.broadcast_to(
+            _offset_tables(row_table, col_table), (gb, num_heads, key_dim, 2 * kernel_size)
         )
-        offsets = tf.matmul(queries, tables)  # (gb, N, blocks * b * b, 2k)
-        offsets = tf.reshape(offsets, [-1, b, b, 2 * kernel_size])
-        row_rel, col_rel = tf.split(offsets, 2, axis=-1)  # (X, b_row, b_col, k)
-        row_rel = tf.transpose(_skew(tf.transpose(row_rel, [0, 2, 1, 3]), mem), [0, 2, 1, 3])
-        row_term += tf.reshape(row_rel, tf.shape(row_term))
-        col_term += tf.reshape(_skew(col_rel, mem), tf.shape(col_term))
-    row_term = tf.reshape(row_term, [-1, b, b, mem, 1])
-    col_term = tf.reshape(col_term, [-1, b, b, 1, mem])
+        offsets = ops.matmul(queries, tables)  # (gb, N, blocks * b * b, 2k)
+        offsets = ops.reshape(offsets, (-1, b, b, 2 * kernel_size))
+        row_rel, col_rel = ops.split(offsets, 2, axis=-1)  # (X, b_row, b_col, k)
+        row_rel = ops.transpose(_skew(ops.transpose(row_rel, (0, 2, 1, 3)), mem), (0, 2, 1, 3))
+        row_term += ops.reshape(row_rel, ops.shape(row_term))
+        col_term += ops.reshape(_skew(col_rel, mem), ops.shape(col_term))
+    row_term = ops.reshape(row_term, (-1, b, b, mem, 1))
+    col_term = ops.reshape(col_term, (-1, b, b, 1, mem))
     return qb, memory(k), memory(v), row_term, col_term
 
 
 def _biased_softmax(logits, row_term, col_term):
     _, b, _, _, mem = col_term.shape
-    logits = tf.reshape(logits, [-1, b, b, mem, mem]) + row_term + col_term
-    probs = tf.nn.softmax(tf.reshape(logits, [-1, mem * mem]))
-    return tf.reshape(probs, [-1, b * b, mem * mem])
+    logits = ops.reshape(logits, (-1, b, b, mem, mem)) + row_term + col_term
+    probs = ops.softmax(ops.reshape(logits, (-1, mem * mem)), axis=-1)
+    return ops.reshape(probs, (-1, b * b, mem * mem))
 
 
 def _from_blocks(out, q, b):
@@ -272,12 +299,14 @@ def _from_blocks(out, q, b):
 
     Only the shape of `q` is read.
     """
-    shape = tf.shape(q)
+    shape = ops.shape(q)
     height, width, num_heads, value_dim = shape[1], shape[2], q.shape[3], out.shape[-1]
     nbh = (height + b - 1) // b
     nbw = (width + b - 1) // b
-    out = tf.reshape(out, [-1, nbh, nbw, b, b, value_dim])
-    out = tf.transpose(out, [0, 1, 3, 2, 4, 5])
-    out = tf.reshape(out, [-1, num_heads, nbh * b, nbw * b, value_dim])
-    out = tf.slice(out, [0, 0, 0, 0, 0], [-1, -1, height, width, -1])
-    return tf.transpose(out, [0, 2, 3, 1, 4])
+    out = ops.reshape(out, (-1, nbh, nbw, b, b, value_dim))
+    out = ops.transpose(out, (0, 1, 3, 2, 4, 5))
+    out = ops.reshape(out, (-1, num_heads, nbh * b, nbw * b, value_dim))
+    out = ops.slice(out, [0, 0, 0, 0, 0], [-1, -1, height, width, -1])
+    out = ops.transpose(out, (0, 2, 3, 1, 4))
+    # A reshape that changes nothing but restores the static head and channel sizes.
+    return ops.reshape(out, (-1, height, width, num_heads, value_dim))
