@@ -2,8 +2,13 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
+from backend import BACKEND
+from backend import gradients
+from backend import jit
+from backend import numpy
+from backend import run
 from keras_sasa.ops import window_attention as wa
 from numpy_reference import local_attention_loops
 
@@ -49,8 +54,8 @@ def test_matches_paper_equation(case, fn):
     q, key, v, rows, cols = random_inputs(0, batch, height, width, heads, key_dim, k, key_dim + 1)
     expected = local_attention_loops(q, key, v, rows, cols, k, dilation, border)
     op = wa.local_attention_reference if fn == "reference" else wa.local_attention_blocked
-    got = op(q, key, v, rows, cols, k, dilation_rate=dilation, border=border)
-    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+    got = run(lambda *t: op(*t, k, dilation_rate=dilation, border=border), q, key, v, rows, cols)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("block_size", [2, 3, 4, 5, 8])
@@ -60,65 +65,79 @@ def test_blocked_is_exact_for_every_block_size(block_size, border):
     # wider than blocks 2 and 3.
     q, key, v, rows, cols = random_inputs(1, 1, 11, 10, 2, 3, 7)
     expected = local_attention_loops(q, key, v, rows, cols, 7, 1, border)
-    got = wa.local_attention_blocked(q, key, v, rows, cols, 7, border=border, block_size=block_size)
-    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+    got = run(
+        lambda *t: wa.local_attention_blocked(*t, 7, border=border, block_size=block_size),
+        q,
+        key,
+        v,
+        rows,
+        cols,
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_unscaled_logits_match_the_paper_without_scale():
     q, key, v, rows, cols = random_inputs(2, 1, 6, 6, 2, 4, 3)
     expected = local_attention_loops(q, key, v, rows, cols, 3, scale=1.0)
     for op in (wa.local_attention_reference, wa.local_attention_blocked):
-        got = op(q, key, v, rows, cols, 3, scale=1.0)
-        np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+        got = run(lambda *t, op=op: op(*t, 3, scale=1.0), q, key, v, rows, cols)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_no_positional_term_equals_zero_tables():
     q, key, v, rows, cols = random_inputs(3, 1, 7, 5, 2, 4, 5)
     expected = local_attention_loops(q, key, v, 0 * rows, 0 * cols, 5)
     for op in (wa.local_attention_reference, wa.local_attention_blocked):
-        got = op(q, key, v, None, None, 5)
-        np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+        got = run(lambda q, k, v, op=op: op(q, k, v, None, None, 5), q, key, v)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("implementation", ["reference", "blocked"])
 def test_unknown_spatial_sizes(implementation):
-    spec = tf.TensorSpec([None, None, None, 2, 4], tf.float32)
-    table = tf.TensorSpec([5, 2, 2], tf.float32)
-    fn = tf.function(
-        lambda q, k, v, r, c: wa.local_attention(
-            q, k, v, r, c, 5, dilation_rate=2, implementation=implementation
-        ),
-        input_signature=[spec, spec, spec, table, table],
-    )
+    # One compiled function for every size: on TensorFlow a graph whose height and width
+    # are unknown (None) when it is traced; JAX traces each size.
+    def attend(q, k, v, r, c):
+        return wa.local_attention(q, k, v, r, c, 5, dilation_rate=2, implementation=implementation)
+
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        spec = tf.TensorSpec([None, None, None, 2, 4], tf.float32)
+        table = tf.TensorSpec([5, 2, 2], tf.float32)
+        fn = tf.function(attend, input_signature=[spec, spec, spec, table, table])
+    else:
+        fn = jit(attend)
     for height, width in [(7, 9), (4, 3), (12, 5)]:
         q, key, v, rows, cols = random_inputs(4, 2, height, width, 2, 4, 5)
         expected = local_attention_loops(q, key, v, rows, cols, 5, 2)
-        np.testing.assert_allclose(fn(q, key, v, rows, cols).numpy(), expected, atol=1e-5)
+        np.testing.assert_allclose(numpy(fn(q, key, v, rows, cols)), expected, atol=1e-5)
 
 
 def test_corner_pixel_puts_no_weight_on_padding():
     q, key, v, rows, cols = random_inputs(5, 1, 6, 6, 1, 2, 5)
-    _, weights = wa.local_attention_reference(
-        q, key, v, rows, cols, 5, return_attention_scores=True
-    )
-    corner = weights.numpy()[0, 0, 0, 0].reshape(5, 5)
+
+    def weights(border):
+        def attend(*t):
+            return wa.local_attention_reference(*t, 5, border=border, return_attention_scores=True)[
+                1
+            ]
+
+        return run(attend, q, key, v, rows, cols)
+
+    corner = weights("mask")[0, 0, 0, 0].reshape(5, 5)
     assert corner[:2].sum() == 0.0 and corner[:, :2].sum() == 0.0
     np.testing.assert_allclose(corner[2:, 2:].sum(), 1.0, rtol=1e-6)
-    _, weights = wa.local_attention_reference(
-        q, key, v, rows, cols, 5, border="zeros", return_attention_scores=True
-    )
-    assert weights.numpy()[0, 0, 0, 0].reshape(5, 5)[:2].sum() > 0.0
+    assert weights("zeros")[0, 0, 0, 0].reshape(5, 5)[:2].sum() > 0.0
 
 
 def test_gradients_match_reference():
-    inputs = [tf.constant(t) for t in random_inputs(6, 1, 9, 7, 2, 4, 5)]
+    inputs = random_inputs(6, 1, 9, 7, 2, 4, 5)
 
     def grads(op):
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            out = op(*inputs, 5, dilation_rate=1, border="mask")
-            loss = tf.reduce_sum(tf.sin(out))
-        return [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, inputs)]
+        def loss(*tensors):
+            return ops.sum(ops.sin(op(*tensors, 5, dilation_rate=1, border="mask")))
+
+        return gradients(loss, inputs)
 
     fast, reference = grads(wa.local_attention_blocked), grads(wa.local_attention_reference)
     for got, expected in zip(fast, reference, strict=True):

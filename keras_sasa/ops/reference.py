@@ -2,12 +2,13 @@
 pixel's window. Slow and memory-hungry; it is the oracle the fast path is tested against
 (Ramachandran et al. 2019, eq. 2-3, written as directly as the backend allows).
 
-The windows come from `tf.image.extract_patches` on TensorFlow and from k*k shifted
-slices on the other backends. (`keras.ops.image.extract_patches` is a dense convolution
+The windows come from `tf.image.extract_patches` on TensorFlow and from one gather on the
+other backends. (`keras.ops.image.extract_patches` is a dense convolution
 with a (k*k*C)^2 identity kernel, tens of times slower: it is never used.)
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_sasa.ops._common import MASKED
@@ -32,12 +33,15 @@ def window_patches(x, kernel_size, dilation_rate):
             x, sizes=[1, k, k, 1], strides=[1, 1, 1, 1], rates=[1, d, d, 1], padding="SAME"
         )
         return ops.reshape(p, (n, height, width, k * k, channels))
+    # One gather from the zero-padded image (shapes are static outside TensorFlow).
     halo = d * (k // 2)
     x = ops.pad(x, [[0, 0], [halo, halo], [halo, halo], [0, 0]])
-    shifted = [
-        x[:, a * d : a * d + height, b * d : b * d + width] for a in range(k) for b in range(k)
-    ]
-    return ops.stack(shifted, axis=3)
+    offsets = np.arange(k) * d
+    rows = np.arange(height)[:, None, None, None] + offsets[None, None, :, None]
+    cols = np.arange(width)[None, :, None, None] + offsets[None, None, None, :]
+    index = (rows * (width + 2 * halo) + cols).reshape(-1)
+    patches = ops.take(ops.reshape(x, (n, -1, channels)), index, axis=1)
+    return ops.reshape(patches, (n, height, width, k * k, channels))
 
 
 def local_attention_reference(

@@ -1,0 +1,58 @@
+"""What the tests need from the backend (TensorFlow, JAX or PyTorch) beyond keras.ops:
+NumPy results, gradients and compiled functions."""
+
+import keras
+from keras import ops
+
+BACKEND = keras.backend.backend()
+
+
+def numpy(x):
+    return ops.convert_to_numpy(x)
+
+
+def gradients(loss_fn, inputs):
+    """The gradients of the scalar `loss_fn(*inputs)` with respect to `inputs`, as NumPy."""
+    inputs = [ops.convert_to_tensor(x) for x in inputs]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            loss = loss_fn(*inputs)
+        grads = tape.gradient(loss, inputs)
+    elif BACKEND == "jax":
+        import jax
+
+        grads = jax.jit(jax.grad(lambda xs: loss_fn(*xs)))(inputs)
+    elif BACKEND == "torch":
+        import torch
+
+        inputs = [x.detach().requires_grad_(True) for x in inputs]
+        grads = torch.autograd.grad(loss_fn(*inputs), inputs)
+    else:
+        raise NotImplementedError(BACKEND)
+    return [numpy(g) for g in grads]
+
+
+def jit(fn):
+    """`fn` compiled with XLA (TensorFlow, JAX); PyTorch runs it as it is."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
+def run(fn, *args):
+    """`fn(*args)` as NumPy. JAX runs eager code op by op, compiling each op for each new
+    shape (seconds per call of the attention); there the call is compiled whole, once."""
+    if BACKEND == "jax":
+        import jax
+
+        fn = jax.jit(fn)
+    return numpy(fn(*args))
