@@ -71,6 +71,7 @@ def test_output_pixel_depends_exactly_on_its_window(window, pixel):
     height = width = 10
     x = np.random.default_rng(3).normal(size=(1, height, width, 3)).astype("float32")
     layer = _stem(filters=8, kernel_size=4, num_heads=2, window=window)
+    layer.build(x.shape)
 
     def total(x):
         return ops.sum(layer(x)[0, pixel[0], pixel[1]] * ops.arange(1.0, 9.0))

@@ -12,6 +12,7 @@ import keras_sasa
 from backend import gradients
 from backend import jit
 from backend import numpy
+from backend import run
 from keras_sasa import LocalSelfAttention2D
 from numpy_reference import local_attention_loops
 
@@ -72,9 +73,10 @@ def test_layer_matches_paper_equation(case):
         filters, k, heads, strides=strides, dilation_rate=dilation, border=border, **extra
     )
     x = random_images(shape)
-    got = layer(x)
-    assert tuple(got.shape) == layer.compute_output_shape(shape)
-    np.testing.assert_allclose(numpy(got), layer_by_loops(layer, x), atol=1e-5)
+    layer.build(shape)
+    got = run(layer, x)
+    assert got.shape == layer.compute_output_shape(shape)
+    np.testing.assert_allclose(got, layer_by_loops(layer, x), atol=1e-5)
 
 
 def test_blocked_and_reference_implementations_agree():
@@ -84,13 +86,14 @@ def test_blocked_and_reference_implementations_agree():
     fast.build(x.shape)
     reference.build(x.shape)
     reference.set_weights(fast.get_weights())
-    np.testing.assert_allclose(numpy(fast(x)), numpy(reference(x)), atol=1e-5)
+    np.testing.assert_allclose(run(fast, x), run(reference, x), atol=1e-5)
 
 
 @pytest.mark.parametrize("dilation", [1, 2])
 def test_receptive_field_is_exactly_the_window(dilation):
     layer = LocalSelfAttention2D(4, kernel_size=3, num_heads=2, dilation_rate=dilation)
     x = random_images((1, 9, 9, 3))
+    layer.build(x.shape)
     for i, j in [(4, 4), (0, 0), (8, 3)]:
         (grad,) = gradients(lambda x, i=i, j=j: ops.sum(layer(x)[0, i, j]), [x])
         touched = np.abs(grad[0]).sum(-1) > 0
@@ -106,12 +109,13 @@ def test_masked_border_keeps_a_constant_image_constant():
     # corners included, whatever the weights. Zero padding drags the border toward 0.
     x = np.ones((1, 6, 6, 3), "float32")
     masked = LocalSelfAttention2D(4, 5, 2, border="mask")
-    out = numpy(masked(x))[0]
+    masked.build(x.shape)
+    out = run(masked, x)[0]
     np.testing.assert_allclose(out, np.broadcast_to(out[3, 3], out.shape), atol=1e-6)
     zeros = LocalSelfAttention2D(4, 5, 2, border="zeros")
     zeros.build(x.shape)
     zeros.set_weights(masked.get_weights())
-    out = numpy(zeros(x))[0]
+    out = run(zeros, x)[0]
     assert np.abs(out[0, 0] - out[3, 3]).max() > 1e-2
 
 
@@ -120,10 +124,11 @@ def test_relative_embeddings_enter_the_logits_not_the_values():
     # relative tables cannot change the output.
     layer = LocalSelfAttention2D(4, kernel_size=3, num_heads=2)
     x = random_images((1, 1, 1, 3))
-    before = numpy(layer(x))
+    layer.build(x.shape)
+    before = run(layer, x)
     for table in (layer.row_embeddings, layer.column_embeddings):
         table.assign(100.0 * np.ones(table.shape))
-    np.testing.assert_allclose(numpy(layer(x)), before, atol=1e-6)
+    np.testing.assert_allclose(run(layer, x), before, atol=1e-6)
 
 
 def test_relative_table_shapes_split_each_head():
