@@ -143,7 +143,9 @@ def local_attention_unrolled(
     # Softmax over the window on a matrix: TFLite's and TF's CPU kernels take few dimensions.
     window = len(offsets)
     logits = ops.reshape(ops.stack(logits, axis=-1), (-1, window))
-    probs = ops.reshape(ops.softmax(logits, axis=-1), (batch, height, width, num_heads, window))
+    # A one-position window (kernel_size 1) has weight 1; Keras warns on a size-1 softmax.
+    probs = ops.ones_like(logits) if window == 1 else ops.softmax(logits, axis=-1)
+    probs = ops.reshape(probs, (batch, height, width, num_heads, window))
 
     weights = ops.cast(probs, value.dtype)
     out = None
