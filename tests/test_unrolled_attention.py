@@ -1,5 +1,10 @@
 """The unrolled (export) implementation against the paper's equation and the reference."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -86,3 +91,31 @@ def test_unrolled_rejects_bad_arguments():
         wa.local_attention_unrolled(*args, 3, border="same")
     with pytest.raises(ValueError, match="row_embeddings"):
         wa.local_attention_unrolled(*args[:3], args[3], None, 3)
+
+
+JAX_SCRIPT = """
+import numpy as np, keras
+from keras_sasa.ops.unrolled import local_attention_unrolled
+from numpy_reference import local_attention_loops
+assert keras.backend.backend() == "jax"
+rng = np.random.default_rng(0)
+q, k, v = (rng.normal(size=(1, 6, 5, 2, 4)).astype("float32") for _ in range(3))
+rows, cols = (rng.normal(size=(3, 2, 2)).astype("float32") for _ in range(2))
+out = local_attention_unrolled(q, k, v, rows, cols, 3, dilation_rate=2)
+print(np.abs(np.asarray(out) - local_attention_loops(q, k, v, rows, cols, 3, 2)).max())
+"""
+
+
+def test_unrolled_runs_under_the_jax_backend():
+    # The export implementation uses keras.ops only, so it runs where TF does not.
+    pytest.importorskip("jax")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True, text=True, check=True
+    )
+    assert float(result.stdout.split()[-1]) < 1e-5
