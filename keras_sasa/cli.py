@@ -316,7 +316,7 @@ def _export(args):
     if args.format == "saved_model":
         export.save_model(model, args.output)
     else:
-        export.to_tflite(model, args.output, implementation=args.implementation)
+        export.to_tflite(model, args.output)
     print(f"Wrote {args.format} {args.output}")
 
 
@@ -335,13 +335,6 @@ def _add_export_parser(commands):
     parser.add_argument("--format", required=True, choices=("saved_model", "tflite"))
     parser.add_argument(
         "--output", required=True, help="SavedModel directory or .tflite file to write"
-    )
-    parser.add_argument(
-        "--implementation",
-        default="unrolled",
-        choices=("unrolled",),
-        help="attention implementation converted to TFLite (default: unrolled, the only "
-        "one made of builtin ops)",
     )
     parser.set_defaults(run=_export)
 
