@@ -2,6 +2,7 @@
 
 from keras_sasa import data
 from keras_sasa import distribute
+from keras_sasa import export
 from keras_sasa import models
 from keras_sasa import ops
 from keras_sasa.layers import AttentionStem2D
@@ -14,6 +15,7 @@ __all__ = [
     "LocalSelfAttention2D",
     "data",
     "distribute",
+    "export",
     "models",
     "ops",
 ]

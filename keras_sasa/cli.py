@@ -291,6 +291,89 @@ def _bench(args):
     print(report)
 
 
+def _load_model(path):
+    """A `.keras` file as a model, or a one-line UsageError saying what the file is not."""
+    import zipfile
+
+    if not os.path.isfile(path):
+        raise UsageError(f"no such model file: {path}")
+    if not zipfile.is_zipfile(path):
+        raise UsageError(f"{path} is not a Keras model (expected a .keras file saved by Keras 3)")
+    import keras
+
+    import keras_sasa  # noqa: F401  (registers the layers for deserialisation)
+
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # Keras raises many types for a corrupt archive.
+        raise UsageError(f"{path} is not a loadable Keras model: {error}") from None
+
+
+def _export(args):
+    from keras_sasa import export
+
+    model = _load_model(args.model)
+    if args.format == "saved_model":
+        export.save_model(model, args.output)
+    else:
+        export.to_tflite(model, args.output)
+    print(f"Wrote {args.format} {args.output}")
+
+
+def _add_export_parser(commands):
+    parser = commands.add_parser(
+        "export",
+        help="export a .keras model as a SavedModel or a builtin-only TFLite file",
+        description=(
+            "Export a Keras model for serving. saved_model: model.export (TF Serving, "
+            "tf.saved_model.load). tflite: TFLite with the builtin op set only; the "
+            "attention layers are converted with the unrolled implementation and the same "
+            "weights, and the model's input needs a fixed height and width."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL.keras")
+    parser.add_argument("--format", required=True, choices=("saved_model", "tflite"))
+    parser.add_argument(
+        "--output", required=True, help="SavedModel directory or .tflite file to write"
+    )
+    parser.set_defaults(run=_export)
+
+
+def _attention_map(args):
+    from keras_sasa import visualize
+
+    model = _load_model(args.model)
+    image = visualize.load_image(args.image, model)
+    layer = args.layer or visualize.attention_layer_names(model)[0]
+    if args.grid:
+        figure = visualize.plot_attention_grid(model, image, layer, grid=args.grid)
+    else:
+        figure = visualize.plot_pixel_attention(model, image, layer, args.pixel)
+    visualize.save_figure(figure, args.output)
+    print(f"Wrote {args.output}")
+
+
+def _add_attention_map_parser(commands):
+    parser = commands.add_parser(
+        "attention-map",
+        help="draw where a LocalSelfAttention2D layer looks for one pixel, or across the image",
+        description=(
+            "Draw a LocalSelfAttention2D layer's attention on an image: for the query pixel "
+            "--pixel ROW COL (image coordinates, default the centre) each head's weights over "
+            "its window and their mean; with --grid N, the mean weights of N x N query pixels "
+            "spread over the image. IMAGE: .png/.jpg (scaled to 0..1) or .npy (integers "
+            "scaled to 0..1, floats as they are), resized to the model's input size."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL.keras")
+    parser.add_argument("image", metavar="IMAGE")
+    parser.add_argument("--layer", help="attention layer name (default: the first one)")
+    parser.add_argument("--pixel", type=int, nargs=2, metavar=("ROW", "COL"))
+    parser.add_argument("--grid", type=_positive_int, help="grid view of N x N query pixels")
+    parser.add_argument("--output", required=True, help="PNG file to write")
+    parser.set_defaults(run=_attention_map)
+
+
 def build_parser():
     parser = _Parser(
         prog="python -m keras_sasa",
@@ -313,6 +396,9 @@ def build_parser():
     bench.add_argument("--repeats", type=_positive_int, default=3)
     bench.add_argument("--output-dir", default="benchmark_results")
     bench.set_defaults(run=_bench)
+
+    _add_export_parser(commands)
+    _add_attention_map_parser(commands)
     return parser
 
 

@@ -288,3 +288,81 @@ def test_unknown_channels_names_the_shape():
 def test_exported_at_top_level():
     assert keras_sasa.LocalSelfAttention2D is LocalSelfAttention2D
     assert math.isclose(LocalSelfAttention2D(8, 3, 2).head_size, 4)
+
+
+@pytest.mark.parametrize("case", LAYER_CASES[:6], ids=str)
+def test_unrolled_layer_matches_paper_equation(case):
+    shape, filters, k, heads, strides, dilation, border, extra = case
+    layer = LocalSelfAttention2D(
+        filters,
+        k,
+        heads,
+        strides=strides,
+        dilation_rate=dilation,
+        border=border,
+        implementation="unrolled",
+        **extra,
+    )
+    x = random_images(shape)
+    np.testing.assert_allclose(np.asarray(layer(x)), layer_by_loops(layer, x), atol=1e-5)
+
+
+def test_attention_scores_are_full_resolution_beside_the_pooled_outputs():
+    layer = LocalSelfAttention2D(8, 3, 2, strides=2)
+    x = random_images((2, 7, 6, 3))
+    out, scores = layer(x, return_attention_scores=True)
+    assert tuple(scores.shape) == (2, 7, 6, 2, 3, 3)
+    assert scores.dtype == "float32"
+    assert tuple(out.shape) == (2, 4, 3, 8)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(layer(x)), atol=1e-6)
+
+
+def test_attention_scores_sum_to_one_and_are_zero_outside_the_image():
+    layer = LocalSelfAttention2D(4, 5, 2, dilation_rate=2, border="mask")
+    _, scores = layer(random_images((1, 6, 6, 3)), return_attention_scores=True)
+    scores = np.asarray(scores)[0]
+    np.testing.assert_allclose(scores.sum(axis=(-1, -2)), 1.0, atol=1e-6)
+    # Pixel (1, 4): row offsets -2 and -1 (times dilation 2) reach rows -3 and -1, column
+    # offsets +1 and +2 reach columns 6 and 8, all outside; the other 3 x 3 are inside.
+    pixel = scores[1, 4]
+    inside = np.zeros((5, 5), bool)
+    inside[2:, :3] = True
+    np.testing.assert_array_equal(pixel[:, ~inside], 0.0)
+    assert (pixel[:, inside] > 0).all()
+
+
+def test_attention_scores_equal_the_reference_implementations():
+    x = random_images((1, 8, 7, 4))
+    layers = {}
+    for implementation in ("auto", "reference"):
+        layers[implementation] = LocalSelfAttention2D(
+            8, 5, 2, border="zeros", implementation=implementation
+        )
+        layers[implementation].build(x.shape)
+    layers["reference"].set_weights(layers["auto"].get_weights())
+    out, scores = layers["auto"](x, return_attention_scores=True)
+    ref_out, ref_scores = layers["reference"](x, return_attention_scores=True)
+    np.testing.assert_allclose(np.asarray(scores), np.asarray(ref_scores), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref_out), atol=1e-5)
+
+
+def test_functional_model_returns_outputs_and_attention_scores():
+    inputs = keras.Input((None, None, 3))
+    layer = LocalSelfAttention2D(8, 3, 2, strides=2)
+    outputs, scores = layer(inputs, return_attention_scores=True)
+    assert tuple(outputs.shape) == (None, None, None, 8)
+    assert tuple(scores.shape) == (None, None, None, 2, 3, 3)
+    model = keras.Model(inputs, [outputs, scores])
+    x = random_images((2, 5, 6, 3))
+    got_outputs, got_scores = model.predict(x, verbose=0)
+    assert got_scores.shape == (2, 5, 6, 2, 3, 3)
+    np.testing.assert_allclose(got_outputs, np.asarray(layer(x)), atol=1e-6)
+
+
+def test_attention_scores_stay_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    layer = LocalSelfAttention2D(8, 3, 2)
+    out, scores = layer(random_images((1, 5, 5, 3)), return_attention_scores=True)
+    assert out.dtype == "float16"
+    assert scores.dtype == "float32"
+    np.testing.assert_allclose(np.asarray(scores).sum(axis=(-1, -2)), 1.0, atol=1e-6)

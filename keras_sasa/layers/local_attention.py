@@ -58,7 +58,8 @@ class LocalSelfAttention2D(keras.layers.Layer):
         scale_logits: multiply the logits by 1 / sqrt(head_size). Defaults to True.
         use_relative_position: learn the row/column tables. False drops the positional
             term (the "none" row of the paper's Table 5).
-        implementation: `"auto"` (default), `"blocked"` or `"reference"`; see
+        implementation: `"auto"` (default), `"blocked"`, `"reference"` or `"unrolled"`
+            (the export implementation: converts to TFLite builtins); see
             `keras_sasa.ops.window_attention`. All give the same numbers.
         kernel_initializer, bias_initializer: initializers of the projections.
         embedding_initializer: initializer of the relative tables. Defaults to a truncated
@@ -70,9 +71,18 @@ class LocalSelfAttention2D(keras.layers.Layer):
     Call arguments:
         inputs: `(batch, height, width, channels)` tensor; batch, height and width may be
             unknown, and the image may be smaller than the window.
+        return_attention_scores: also return the attention weights. Defaults to False.
 
     Returns:
-        `(batch, ceil(height / strides), ceil(width / strides), filters)` tensor.
+        `(batch, ceil(height / strides), ceil(width / strides), filters)` tensor; with
+        `return_attention_scores=True`, the tuple `(outputs, scores)`, where `scores` is the
+        float32 `(batch, height, width, num_heads, kernel_size, kernel_size)` softmax of
+        every pixel over its window: `scores[n, i, j, h, a, b]` is the weight of the pixel
+        at `(i + (a - kernel_size // 2) * dilation_rate, j + (b - kernel_size // 2) *
+        dilation_rate)`, exactly 0 outside the image with `border="mask"`. The scores are
+        at full resolution (the `strides` pooling applies to the outputs only). Both come
+        from one computation: the reference implementation's with
+        `implementation="reference"`, otherwise the unrolled one's.
 
     Example:
 
@@ -182,7 +192,7 @@ class LocalSelfAttention2D(keras.layers.Layer):
             self.row_embeddings = table("row_embeddings", row_dim)
             self.column_embeddings = table("column_embeddings", self.head_size - row_dim)
 
-    def call(self, inputs):
+    def call(self, inputs, return_attention_scores=False):
         x = ops.cast(inputs, self.compute_dtype)
         kernel = ops.concatenate([self.query_kernel, self.key_kernel, self.value_kernel], axis=-1)
         qkv = ops.matmul(x, ops.cast(kernel, self.compute_dtype))
@@ -206,11 +216,27 @@ class LocalSelfAttention2D(keras.layers.Layer):
             border=self.border,
             scale=None if self.scale_logits else 1.0,
             implementation=self.implementation,
+            return_attention_scores=return_attention_scores,
         )
+        if return_attention_scores:
+            out, scores = out
+            k = self.kernel_size
+            scores = ops.reshape(scores, (shape[0], shape[1], shape[2], self.num_heads, k, k))
+            return _pooling.downsample(out, self.strides, self.filters), scores
         return _pooling.downsample(out, self.strides, self.filters)
 
     def compute_output_shape(self, input_shape):
         return _pooling.output_shape(input_shape, self.strides, self.filters)
+
+    def compute_output_spec(self, inputs, return_attention_scores=False):
+        outputs = keras.KerasTensor(
+            self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
+        )
+        if not return_attention_scores:
+            return outputs
+        k = self.kernel_size
+        scores_shape = (*inputs.shape[:3], self.num_heads, k, k)
+        return outputs, keras.KerasTensor(scores_shape, dtype="float32")
 
     def get_config(self):
         config = super().get_config()

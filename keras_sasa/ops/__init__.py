@@ -3,5 +3,11 @@
 from keras_sasa.ops.window_attention import local_attention
 from keras_sasa.ops.window_attention import local_attention_blocked
 from keras_sasa.ops.window_attention import local_attention_reference
+from keras_sasa.ops.window_attention import local_attention_unrolled
 
-__all__ = ["local_attention", "local_attention_blocked", "local_attention_reference"]
+__all__ = [
+    "local_attention",
+    "local_attention_blocked",
+    "local_attention_reference",
+    "local_attention_unrolled",
+]

@@ -15,21 +15,26 @@ Tensor layout (channels last, heads split out):
 Each head uses the first `row_dim` channels of its query against the row offset a-i and the
 rest against the column offset b-j. Entry 0 of a table is the offset -(kernel_size // 2).
 
-Two exact implementations:
+Three exact implementations:
 - `local_attention_reference`: the literal algorithm on `tf.image.extract_patches`, which
   copies every key and value kernel_size**2 times. Slow; it is the oracle for tests.
 - `local_attention_blocked`: queries in block_size x block_size blocks attend to their
   (block_size + kernel_size - 1)**2 memory block in one batched matmul, with the keys
   outside each query's own window masked. Dilation runs through `tf.space_to_batch`: a
   dilated window is a plain window on each of the dilation**2 interleaved sub-grids.
+- `local_attention_unrolled`: a sum over the k*k window offsets, each a 4-D slice of the
+  padded keys and values, in `keras.ops` only. It converts to TFLite's builtin op set (no
+  tensor above 5-D, no patch extraction) and returns the attention weights; the export
+  implementation.
 """
 
 from keras_sasa.ops._common import BORDER_MODES
 from keras_sasa.ops.blocked import default_block_size
 from keras_sasa.ops.blocked import local_attention_blocked
 from keras_sasa.ops.reference import local_attention_reference
+from keras_sasa.ops.unrolled import local_attention_unrolled
 
-IMPLEMENTATIONS = ("auto", "blocked", "reference")
+IMPLEMENTATIONS = ("auto", "blocked", "reference", "unrolled")
 
 __all__ = [
     "BORDER_MODES",
@@ -38,6 +43,7 @@ __all__ = [
     "local_attention",
     "local_attention_blocked",
     "local_attention_reference",
+    "local_attention_unrolled",
 ]
 
 
@@ -52,6 +58,7 @@ def local_attention(
     border="mask",
     scale=None,
     implementation="auto",
+    return_attention_scores=False,
 ):
     """Local attention with the implementation picked by `implementation`.
 
@@ -59,14 +66,39 @@ def local_attention(
     spatial size and kernel size (`default_block_size`): it is exact and measured 2-14x
     faster than the reference, with 1/7-1/2 of its memory, at every shape of
     benchmarks/ (k = 3..11, 7x7 to 56x56). `"reference"` is the extract_patches oracle.
+    `"unrolled"` is the export implementation (TFLite builtins, any Keras backend).
     Arguments as for `local_attention_reference`.
+
+    `return_attention_scores=True` also returns the weights,
+    `(batch, height, width, num_heads, kernel_size * kernel_size)` float32, row offset
+    major. The blocked implementation never forms them, so `"auto"` and `"blocked"` then
+    run the unrolled implementation, and the output returned beside the weights comes from
+    the same computation as the weights.
     """
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(
             f"Invalid value for argument `implementation`. Expected one of {IMPLEMENTATIONS}. "
             f"Received implementation={implementation!r}"
         )
-    fn = local_attention_reference if implementation == "reference" else local_attention_blocked
+    if implementation == "reference":
+        fn = local_attention_reference
+    elif implementation == "unrolled" or return_attention_scores:
+        fn = local_attention_unrolled
+    else:
+        fn = local_attention_blocked
+    if return_attention_scores:
+        return fn(
+            query,
+            key,
+            value,
+            row_embeddings,
+            column_embeddings,
+            kernel_size,
+            dilation_rate=dilation_rate,
+            border=border,
+            scale=scale,
+            return_attention_scores=True,
+        )
     return fn(
         query,
         key,

@@ -1,0 +1,246 @@
+"""Pictures of where a `LocalSelfAttention2D` layer looks (matplotlib, Agg backend).
+
+- `attention_scores`: the layer's softmax weights for one image, every pixel over its
+  k x k window (`LocalSelfAttention2D(..., return_attention_scores=True)`).
+- `attention_for_pixel`: one query pixel's weights laid out on the layer's feature map,
+  one map per head.
+- `plot_pixel_attention`: those maps drawn over the image, one panel per head and their mean.
+- `plot_attention_grid`: the mean map of a grid of query pixels over the image.
+
+Pixels are given in image coordinates. A layer deeper in the model works on a smaller
+feature map: the query is the feature pixel covering the image pixel, and each feature
+pixel's weight is drawn over the image pixels it covers.
+"""
+
+import keras
+import matplotlib
+import numpy as np
+
+from keras_sasa.layers import LocalSelfAttention2D
+
+matplotlib.use("Agg")
+
+from matplotlib.figure import Figure  # noqa: E402  (after the backend is chosen)
+
+
+def attention_layer_names(model):
+    """Names of the model's `LocalSelfAttention2D` layers, in order."""
+    names = [layer.name for layer in model.layers if isinstance(layer, LocalSelfAttention2D)]
+    if not names:
+        raise ValueError(f"Model {model.name!r} has no LocalSelfAttention2D layer.")
+    return names
+
+
+def load_image(path, model=None):
+    """An image file as a float32 `(height, width, channels)` array for `model`.
+
+    `.png`, `.jpg` (anything `keras.utils.load_img` reads) are scaled from 0..255 to
+    0..1; `.npy` arrays of integers are scaled the same way, floats are kept as they are.
+    With a `model` whose input has a fixed size, the image is resized to it and given the
+    model's number of channels (1: grayscale, 3: RGB).
+    """
+    path = str(path)
+    size, channels = None, None
+    if model is not None:
+        _, height, width, channels = model.inputs[0].shape
+        size = None if height is None or width is None else (height, width)
+    if path.lower().endswith(".npy"):
+        image = np.load(path)
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if image.ndim != 3:
+            raise ValueError(
+                f"Expected an image of shape (height, width[, channels]) in {path}. "
+                f"Received shape {image.shape}"
+            )
+        if np.issubdtype(image.dtype, np.integer):
+            image = image / 255.0
+        image = np.asarray(image, "float32")
+        if channels == 1 and image.shape[-1] == 3:
+            image = image.mean(axis=-1, keepdims=True)
+        if size is not None and image.shape[:2] != size:
+            image = np.asarray(keras.ops.image.resize(image, size), "float32")
+    else:
+        mode = "grayscale" if channels == 1 else "rgb"
+        image = keras.utils.load_img(path, color_mode=mode, target_size=size)
+        image = keras.utils.img_to_array(image, dtype="float32") / 255.0
+    if channels is not None and image.shape[-1] != channels:
+        raise ValueError(
+            f"Image {path} has {image.shape[-1]} channels; model {model.name!r} expects {channels}."
+        )
+    return image
+
+
+def _layer_and_inputs(model, image, layer_name):
+    """The attention layer and its input for `image` (a sub-model runs the layers before)."""
+    image = np.asarray(image, "float32")
+    if image.ndim != 3:
+        raise ValueError(
+            f"Expected argument `image` of shape (height, width, channels). "
+            f"Received shape {image.shape}"
+        )
+    if isinstance(model, LocalSelfAttention2D):
+        return model, image[None]
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "Expected argument `model` to be a keras.Model or a LocalSelfAttention2D layer. "
+            f"Received model of type {type(model).__name__}"
+        )
+    layer = model.get_layer(layer_name or attention_layer_names(model)[0])
+    if not isinstance(layer, LocalSelfAttention2D):
+        raise TypeError(
+            f"Layer {layer.name!r} is a {type(layer).__name__}, not a LocalSelfAttention2D."
+        )
+    features = keras.Model(model.input, layer.input)(image[None])
+    return layer, features
+
+
+def _scores(model, image, layer_name):
+    layer, features = _layer_and_inputs(model, image, layer_name)
+    _, scores = layer(features, return_attention_scores=True)
+    return np.asarray(scores)[0], layer.dilation_rate
+
+
+def attention_scores(model, image, layer_name=None):
+    """The layer's attention weights for one image.
+
+    Args:
+        model: a Keras model, or a `LocalSelfAttention2D` layer (then `image` is its input).
+        image: `(height, width, channels)` array.
+        layer_name: name of a `LocalSelfAttention2D` layer of `model` (default: the first).
+
+    Returns:
+        `(height', width', num_heads, kernel_size, kernel_size)` float32 NumPy array at the
+        layer's input resolution: `[i, j, h, a, b]` is head h's weight, for query pixel
+        `(i, j)`, of the pixel at offset `((a - k//2) * dilation, (b - k//2) * dilation)`.
+    """
+    return _scores(model, image, layer_name)[0]
+
+
+def _window_on_grid(scores, dilation, pixel, image_shape):
+    """(num_heads, H', W') maps of the weights of the feature pixel covering `pixel`."""
+    height, width, num_heads, k, _ = scores.shape
+    row, col = (int(p) for p in pixel)
+    if not (0 <= row < image_shape[0] and 0 <= col < image_shape[1]):
+        raise ValueError(
+            f"Invalid value for argument `pixel`: it must lie inside the "
+            f"{image_shape[0]}x{image_shape[1]} image. Received pixel={tuple(pixel)}"
+        )
+    i, j = row * height // image_shape[0], col * width // image_shape[1]
+    maps = np.zeros((num_heads, height, width), "float32")
+    for a in range(k):
+        for b in range(k):
+            r, c = i + (a - k // 2) * dilation, j + (b - k // 2) * dilation
+            if 0 <= r < height and 0 <= c < width:
+                maps[:, r, c] += scores[i, j, :, a, b]
+    return maps
+
+
+def _centre(image):
+    height, width = np.shape(image)[:2]
+    return height // 2, width // 2
+
+
+def attention_for_pixel(model, image, layer_name=None, pixel=None):
+    """One query pixel's attention weights laid out on the layer's feature map.
+
+    Args:
+        model: a Keras model, or a `LocalSelfAttention2D` layer (then `image` is its input).
+        image: `(height, width, channels)` array.
+        layer_name: name of a `LocalSelfAttention2D` layer of `model` (default: the first).
+        pixel: `(row, column)` of the query in image coordinates (default: the centre).
+
+    Returns:
+        `(num_heads, height', width')` float32 NumPy array over the layer's input grid:
+        each head's weights on the pixels of the query's window, 0 elsewhere. With
+        `border="mask"` every head's map sums to 1.
+    """
+    scores, dilation = _scores(model, image, layer_name)
+    pixel = _centre(image) if pixel is None else pixel
+    return _window_on_grid(scores, dilation, pixel, np.shape(image)[:2])
+
+
+def _show_image(ax, image):
+    # In faded gray, so that the coloured weights stand out on any image.
+    gray = np.asarray(image, "float32").mean(-1)
+    low, high = float(gray.min()), float(gray.max())
+    gray = (gray - low) / (high - low) if high > low else np.zeros_like(gray)
+    ax.imshow(gray, cmap="gray", vmin=-1.0, vmax=1.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _overlay(ax, weights, image_shape, vmax=None):
+    height, width = image_shape
+    ax.imshow(
+        np.ma.masked_equal(weights, 0),
+        cmap="viridis",
+        alpha=0.85,
+        extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+        interpolation="nearest",
+        vmin=0,
+        vmax=vmax,
+    )
+
+
+def plot_pixel_attention(model, image, layer_name=None, pixel=None):
+    """Each head's attention for one query pixel, and their mean, drawn over the image.
+
+    Arguments as for `attention_for_pixel`.
+
+    Returns:
+        A matplotlib `Figure` with `num_heads + 1` axes: one per head, then the mean.
+    """
+    image_shape = np.shape(image)[:2]
+    pixel = _centre(image) if pixel is None else tuple(pixel)
+    maps = attention_for_pixel(model, image, layer_name, pixel)
+    panels = [(f"head {h}", m) for h, m in enumerate(maps)] + [("mean", maps.mean(0))]
+    figure = Figure(figsize=(2.4 * len(panels), 2.8))
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, weights) in zip(axes, panels, strict=True):
+        _show_image(ax, image)
+        _overlay(ax, weights, image_shape)
+        ax.plot(pixel[1], pixel[0], marker="+", color="cyan", markersize=10)
+        ax.set_title(title, fontsize=9)
+    name = getattr(model, "name", "")
+    figure.suptitle(f"{layer_name or name}: attention of pixel {tuple(pixel)}", fontsize=10)
+    return figure
+
+
+def plot_attention_grid(model, image, layer_name=None, grid=4):
+    """Where one layer looks across the image: `grid` x `grid` query pixels, evenly spread.
+
+    Every panel shows the image with one query pixel's attention, averaged over the heads.
+
+    Args:
+        model, image, layer_name: as for `attention_for_pixel`.
+        grid: number of query pixels per row and per column.
+
+    Returns:
+        A matplotlib `Figure` with `grid * grid` axes, row-major over the query pixels.
+    """
+    if not isinstance(grid, int) or grid < 1:
+        raise ValueError(
+            f"Invalid value for argument `grid`. Expected a positive integer. Received grid={grid}"
+        )
+    image_shape = np.shape(image)[:2]
+    scores, dilation = _scores(model, image, layer_name)
+    rows = [int((r + 0.5) * image_shape[0] / grid) for r in range(grid)]
+    cols = [int((c + 0.5) * image_shape[1] / grid) for c in range(grid)]
+    figure = Figure(figsize=(2.0 * grid, 2.0 * grid + 0.4))
+    axes = figure.subplots(grid, grid, squeeze=False)
+    for r, row in enumerate(rows):
+        for c, col in enumerate(cols):
+            weights = _window_on_grid(scores, dilation, (row, col), image_shape).mean(0)
+            ax = axes[r, c]
+            _show_image(ax, image)
+            _overlay(ax, weights, image_shape)
+            ax.plot(col, row, marker="+", color="cyan", markersize=8)
+    figure.suptitle(f"{layer_name or getattr(model, 'name', '')}: mean attention", fontsize=10)
+    return figure
+
+
+def save_figure(figure, path):
+    """Writes `figure` as a PNG (or the format of `path`'s extension)."""
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    return path

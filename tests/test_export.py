@@ -1,0 +1,160 @@
+"""Export for serving: SavedModel and builtin-only TFLite give Keras's numbers; the CLI."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_sasa import LocalSelfAttention2D
+from keras_sasa import cli
+from keras_sasa import export
+
+
+def small_model(implementation="auto", input_shape=(12, 12, 3)):
+    """Two attention layers covering strides, dilation, both borders and biases."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 1, name="proj")(inputs)
+    x = LocalSelfAttention2D(
+        8, 3, 2, strides=2, use_bias=True, implementation=implementation, name="attn1"
+    )(x)
+    x = LocalSelfAttention2D(
+        8, 5, 2, dilation_rate=2, border="zeros", implementation=implementation, name="attn2"
+    )(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(4, name="head")(x)
+    model = keras.Model(inputs, outputs, name="small_sasa")
+    # Non-zero biases, so that a bias lost in the export would show.
+    model.get_layer("attn1").qkv_bias.assign(np.linspace(-1, 1, 24).astype("float32"))
+    return model
+
+
+def images(batch=2, shape=(12, 12, 3), seed=0):
+    return np.random.default_rng(seed).normal(size=(batch, *shape)).astype("float32")
+
+
+def run_tflite(flatbuffer, x):
+    with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice.
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    source = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(source["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(source["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def test_with_implementation_swaps_the_attention_and_keeps_the_function():
+    model = small_model("blocked")
+    clone = export.with_implementation(model, "unrolled")
+    assert clone is not model
+    for name in ("attn1", "attn2"):
+        assert clone.get_layer(name).implementation == "unrolled"
+        assert model.get_layer(name).implementation == "blocked"
+    x = images()
+    np.testing.assert_allclose(np.asarray(clone(x)), np.asarray(model(x)), atol=1e-5)
+
+
+def test_with_implementation_reaches_nested_models():
+    inner = keras.Sequential(
+        [keras.Input((6, 6, 4)), LocalSelfAttention2D(4, 3, 2, name="inner_attn")], name="inner"
+    )
+    inputs = keras.Input((6, 6, 4))
+    model = keras.Model(inputs, inner(inputs))
+    clone = export.with_implementation(model, "reference")
+    assert clone.get_layer("inner").get_layer("inner_attn").implementation == "reference"
+    x = images(1, (6, 6, 4))
+    np.testing.assert_allclose(np.asarray(clone(x)), np.asarray(model(x)), atol=1e-5)
+
+
+def test_with_implementation_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="implementation='fast'"):
+        export.with_implementation(small_model(), "fast")
+    with pytest.raises(TypeError, match="keras.Model"):
+        export.with_implementation(LocalSelfAttention2D(4, 3, 2), "unrolled")
+
+
+def test_saved_model_serves_the_keras_outputs(tmp_path):
+    model = small_model()  # The fast blocked attention, exported as it is.
+    path = export.save_model(model, tmp_path / "saved")
+    served = keras.layers.TFSMLayer(str(path), call_endpoint="serve")
+    x = images(3)
+    np.testing.assert_allclose(np.asarray(served(x)), np.asarray(model(x)), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def blocked_model_and_tflite():
+    model = small_model("blocked")
+    return model, export.to_tflite(model)
+
+
+def test_tflite_converts_with_builtin_ops_and_gives_the_keras_outputs(blocked_model_and_tflite):
+    # to_tflite restricts the converter to TFLITE_BUILTINS: success means no select TF op.
+    model, flatbuffer = blocked_model_and_tflite
+    x = images(2)
+    np.testing.assert_allclose(run_tflite(flatbuffer, x), np.asarray(model(x)), atol=1e-4)
+
+
+def test_tflite_graph_holds_only_builtin_ops(blocked_model_and_tflite):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_content=blocked_model_and_tflite[1])
+    names = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert "SOFTMAX" in names and "PAD" in names
+    assert not any(name.startswith("Flex") or name == "CUSTOM" for name in names)
+
+
+def test_tflite_names_the_ops_that_are_not_builtins():
+    with pytest.raises(ValueError, match="ExtractImagePatches"):
+        export.to_tflite(small_model("reference", (6, 6, 3)), implementation=None)
+
+
+def test_tflite_needs_a_fixed_height_and_width():
+    with pytest.raises(ValueError, match=r"\(None, None, None, 3\)"):
+        export.to_tflite(small_model(input_shape=(None, None, 3)))
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "model.keras"
+    small_model().save(path)
+    return path
+
+
+def test_cli_exports_a_saved_model(model_file, tmp_path):
+    output = tmp_path / "served"
+    assert (
+        cli.main(["export", str(model_file), "--format", "saved_model", "--output", str(output)])
+        == 0
+    )
+    model = keras.models.load_model(model_file)
+    x = images(2)
+    loaded = tf.saved_model.load(str(output))
+    np.testing.assert_allclose(loaded.serve(x).numpy(), np.asarray(model(x)), atol=1e-5)
+
+
+def test_cli_exports_tflite(model_file, tmp_path):
+    output = tmp_path / "model.tflite"
+    assert cli.main(["export", str(model_file), "--format", "tflite", "--output", str(output)]) == 0
+    model = keras.models.load_model(model_file)
+    x = images(1)
+    np.testing.assert_allclose(run_tflite(output.read_bytes(), x), np.asarray(model(x)), atol=1e-4)
+
+
+@pytest.mark.parametrize("content", [b"not a model", b"PK\x03\x04 truncated zip"])
+def test_cli_export_rejects_a_file_that_is_not_a_keras_model(tmp_path, capsys, content):
+    path = tmp_path / "model.keras"
+    path.write_bytes(content)
+    code = cli.main(["export", str(path), "--format", "tflite", "--output", str(tmp_path / "x")])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "is not a Keras model" in err and str(path) in err
+
+
+def test_cli_export_rejects_a_missing_file(tmp_path, capsys):
+    path = tmp_path / "missing.keras"
+    assert cli.main(["export", str(path), "--format", "saved_model", "--output", "x"]) != 0
+    assert capsys.readouterr().err == f"error: no such model file: {path}\n"
