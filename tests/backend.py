@@ -55,4 +55,9 @@ def run(fn, *args):
         import jax
 
         fn = jax.jit(fn)
-    return numpy(fn(*args))
+    return keras.tree.map_structure(numpy, fn(*args))
+
+
+def call(op, arrays, *args, **kwargs):
+    """`op(*arrays, *args, **kwargs)` as NumPy, with `arrays` the only traced inputs."""
+    return run(lambda *tensors: op(*tensors, *args, **kwargs), *arrays)

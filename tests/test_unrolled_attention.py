@@ -1,13 +1,9 @@
 """The unrolled (export) implementation against the paper's equation and the reference."""
 
-import os
-import pathlib
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
+from backend import call
 from keras_sasa.ops import window_attention as wa
 from numpy_reference import local_attention_loops
 from test_window_attention_ops import CASES
@@ -19,10 +15,14 @@ def test_unrolled_matches_paper_equation(case):
     batch, height, width, heads, key_dim, k, dilation, border = case
     q, key, v, rows, cols = random_inputs(0, batch, height, width, heads, key_dim, k, key_dim + 1)
     expected = local_attention_loops(q, key, v, rows, cols, k, dilation, border)
-    got = wa.local_attention_unrolled(
-        q, key, v, rows, cols, k, dilation_rate=dilation, border=border
+    got = call(
+        wa.local_attention_unrolled,
+        (q, key, v, rows, cols),
+        k,
+        dilation_rate=dilation,
+        border=border,
     )
-    np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("case", CASES[:8], ids=str)
@@ -30,25 +30,25 @@ def test_unrolled_weights_equal_reference_weights(case):
     batch, height, width, heads, key_dim, k, dilation, border = case
     args = random_inputs(1, batch, height, width, heads, key_dim, k)
     kwargs = dict(dilation_rate=dilation, border=border, return_attention_scores=True)
-    out, weights = wa.local_attention_unrolled(*args, k, **kwargs)
-    ref_out, ref_weights = wa.local_attention_reference(*args, k, **kwargs)
-    assert tuple(weights.shape) == (batch, height, width, heads, k * k)
-    np.testing.assert_allclose(np.asarray(weights), ref_weights.numpy(), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(out), ref_out.numpy(), atol=1e-5)
+    out, weights = call(wa.local_attention_unrolled, args, k, **kwargs)
+    ref_out, ref_weights = call(wa.local_attention_reference, args, k, **kwargs)
+    assert weights.shape == (batch, height, width, heads, k * k)
+    np.testing.assert_allclose(weights, ref_weights, atol=1e-5)
+    np.testing.assert_allclose(out, ref_out, atol=1e-5)
 
 
 def test_unrolled_without_relative_tables_or_with_unit_scale():
     q, key, v, _, _ = random_inputs(2, 1, 6, 7, 2, 4, 5)
     rows, cols = np.zeros((5, 2, 2), "float32"), np.zeros((5, 2, 2), "float32")
     expected = local_attention_loops(q, key, v, rows, cols, 5, 1, "mask", scale=1.0)
-    got = wa.local_attention_unrolled(q, key, v, None, None, 5, scale=1.0)
-    np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5)
+    got = call(wa.local_attention_unrolled, (q, key, v), None, None, 5, scale=1.0)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_masked_weights_sum_to_one_and_are_zero_outside_the_image():
     args = random_inputs(3, 1, 6, 5, 2, 4, 3)
-    _, weights = wa.local_attention_unrolled(*args, 3, return_attention_scores=True)
-    weights = np.asarray(weights).reshape(1, 6, 5, 2, 3, 3)
+    _, weights = call(wa.local_attention_unrolled, args, 3, return_attention_scores=True)
+    weights = weights.reshape(1, 6, 5, 2, 3, 3)
     np.testing.assert_allclose(weights.sum(axis=(-1, -2)), 1.0, atol=1e-6)
     # Top-left corner: row offset -1 and column offset -1 fall outside the image.
     corner = weights[0, 0, 0]
@@ -64,8 +64,10 @@ def test_masked_weights_sum_to_one_and_are_zero_outside_the_image():
 
 def test_zeros_border_gives_weight_outside_the_image():
     args = random_inputs(4, 1, 5, 5, 1, 2, 3)
-    _, weights = wa.local_attention_unrolled(*args, 3, border="zeros", return_attention_scores=True)
-    corner = np.asarray(weights)[0, 0, 0, 0].reshape(3, 3)
+    _, weights = call(
+        wa.local_attention_unrolled, args, 3, border="zeros", return_attention_scores=True
+    )
+    corner = weights[0, 0, 0, 0].reshape(3, 3)
     assert (corner > 0).all()
     np.testing.assert_allclose(corner.sum(), 1.0, atol=1e-6)
 
@@ -73,12 +75,11 @@ def test_zeros_border_gives_weight_outside_the_image():
 @pytest.mark.parametrize("implementation", ["auto", "blocked", "unrolled", "reference"])
 def test_dispatcher_returns_weights_with_the_same_outputs(implementation):
     args = random_inputs(5, 2, 7, 6, 2, 4, 5)
-    plain = wa.local_attention(*args, 5, dilation_rate=2, implementation=implementation)
-    out, weights = wa.local_attention(
-        *args, 5, dilation_rate=2, implementation=implementation, return_attention_scores=True
-    )
-    np.testing.assert_allclose(np.asarray(out), np.asarray(plain), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(weights).sum(-1), 1.0, atol=1e-6)
+    kwargs = dict(dilation_rate=2, implementation=implementation)
+    plain = call(wa.local_attention, args, 5, **kwargs)
+    out, weights = call(wa.local_attention, args, 5, return_attention_scores=True, **kwargs)
+    np.testing.assert_allclose(out, plain, atol=1e-5)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
 
 
 def test_unrolled_rejects_bad_arguments():
@@ -91,31 +92,3 @@ def test_unrolled_rejects_bad_arguments():
         wa.local_attention_unrolled(*args, 3, border="same")
     with pytest.raises(ValueError, match="row_embeddings"):
         wa.local_attention_unrolled(*args[:3], args[3], None, 3)
-
-
-JAX_SCRIPT = """
-import numpy as np, keras
-from keras_sasa.ops.unrolled import local_attention_unrolled
-from numpy_reference import local_attention_loops
-assert keras.backend.backend() == "jax"
-rng = np.random.default_rng(0)
-q, k, v = (rng.normal(size=(1, 6, 5, 2, 4)).astype("float32") for _ in range(3))
-rows, cols = (rng.normal(size=(3, 2, 2)).astype("float32") for _ in range(2))
-out = local_attention_unrolled(q, k, v, rows, cols, 3, dilation_rate=2)
-print(np.abs(np.asarray(out) - local_attention_loops(q, k, v, rows, cols, 3, 2)).max())
-"""
-
-
-def test_unrolled_runs_under_the_jax_backend():
-    # The export implementation uses keras.ops only, so it runs where TF does not.
-    pytest.importorskip("jax")
-    root = pathlib.Path(__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": "jax",
-        "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")]),
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True, text=True, check=True
-    )
-    assert float(result.stdout.split()[-1]) < 1e-5

@@ -12,35 +12,15 @@ the graph grows with k*k.
 
 from keras import ops
 
-# The float32 logit given to positions outside the image; the value of
-# `keras_sasa.ops._common.MASKED`, kept here so that this module needs no TensorFlow.
-MASKED = -1e9
-
-BORDER_MODES = ("mask", "zeros")
+from keras_sasa.ops._common import MASKED
+from keras_sasa.ops._common import check_args
+from keras_sasa.ops._common import logit_scale
 
 
 def window_offsets(kernel_size):
     """The k*k (row, column) offsets of the window, row offset major, -(k//2) .. k//2."""
     half = kernel_size // 2
     return [(a, b) for a in range(-half, half + 1) for b in range(-half, half + 1)]
-
-
-def _check_args(kernel_size, dilation_rate, border):
-    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(
-            "Invalid value for argument `kernel_size`. Expected a positive odd integer. "
-            f"Received kernel_size={kernel_size}"
-        )
-    if not isinstance(dilation_rate, int) or dilation_rate < 1:
-        raise ValueError(
-            "Invalid value for argument `dilation_rate`. Expected an integer >= 1. "
-            f"Received dilation_rate={dilation_rate}"
-        )
-    if border not in BORDER_MODES:
-        raise ValueError(
-            f"Invalid value for argument `border`. Expected one of {BORDER_MODES}. "
-            f"Received border={border!r}"
-        )
 
 
 def _relative_vectors(row_embeddings, column_embeddings, kernel_size):
@@ -96,7 +76,7 @@ def local_attention_unrolled(
         `(batch, height, width, num_heads, value_dim)` in the dtype of `value`, and the
         weights if `return_attention_scores`.
     """
-    _check_args(kernel_size, dilation_rate, border)
+    check_args(kernel_size, dilation_rate, border)
     if (row_embeddings is None) != (column_embeddings is None):
         raise ValueError(
             "Arguments `row_embeddings` and `column_embeddings` must both be tensors or both "
@@ -107,8 +87,7 @@ def local_attention_unrolled(
     batch, height, width = shape[0], shape[1], shape[2]
     num_heads, key_dim = query.shape[3], query.shape[4]
     value_dim = value.shape[4]
-    if scale is None:
-        scale = key_dim**-0.5
+    scale = logit_scale(scale, key_dim)
 
     def flat(x, channels):
         return ops.reshape(x, (batch, height, width, channels))
