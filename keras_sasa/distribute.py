@@ -10,8 +10,13 @@
 - `global_batch_size` / `per_replica_batch_size`: input pipelines batch with the global
   batch, which Keras splits evenly over the replicas.
 - `worker_dir`: a directory that only this worker writes (for `BackupAndRestore`).
+
+On the JAX backend `tf.distribute` does not apply: `get_strategy` returns a
+`DataParallelStrategy`, which installs `keras.distribution.DataParallel` over the local
+devices and answers the same questions (`scope()`, `num_replicas_in_sync`) as a strategy.
 """
 
+import contextlib
 import glob
 import importlib.util
 import json
@@ -20,6 +25,7 @@ import numbers
 import os
 import warnings
 
+import keras
 import tensorflow as tf
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
@@ -64,6 +70,8 @@ def get_strategy(name="auto", tpu=None):
             "Invalid value for argument `name`. Expected one of "
             f"{', '.join(repr(s) for s in STRATEGIES)}. Received: name={name!r}"
         )
+    if keras.backend.backend() != "tensorflow":
+        return _keras_distribution(name)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -119,6 +127,55 @@ class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
             return reduce_one(reduce_op, v, None if scalar else axis)
 
         return tf.nest.map_structure(reduce_value, value)
+
+
+class DataParallelStrategy:
+    """Data parallelism with `keras.distribution` (the JAX backend), as a strategy.
+
+    Creating it makes `keras.distribution.DataParallel` over `devices` the global
+    distribution (Keras' own way: models built and trained afterwards replicate their
+    variables and split every batch over the devices). It offers what keras_sasa's
+    training asks of a `tf.distribute` strategy: `scope()` and `num_replicas_in_sync`.
+
+    Args:
+        devices: device names as `keras.distribution.list_devices()` gives them, or
+            None for all local devices (one device: no distribution is installed).
+        install: make it the global distribution (False: only describe it).
+    """
+
+    def __init__(self, devices=None, install=True):
+        devices = list(devices or keras.distribution.list_devices())
+        self.devices = devices
+        self.num_replicas_in_sync = len(devices)
+        self.distribution = None
+        if len(devices) > 1:
+            self.distribution = keras.distribution.DataParallel(devices=devices)
+        if install:
+            keras.distribution.set_distribution(self.distribution)
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+    def __repr__(self):
+        return f"DataParallelStrategy(devices={self.devices})"
+
+
+def _keras_distribution(name):
+    """`get_strategy` on the JAX backend."""
+    if name == "multi_worker":
+        raise ValueError(
+            f"Invalid value for argument `name`: {name!r} is a tf.distribute strategy, "
+            f"and the backend is {keras.backend.backend()!r}. Received: name={name!r}; "
+            "use 'auto' or 'mirrored' (keras.distribution.DataParallel over local devices)."
+        )
+    if name == "default":
+        return DataParallelStrategy(keras.distribution.list_devices()[:1])
+    if name == "tpu":
+        tpus = keras.distribution.list_devices("tpu")
+        if not tpus:
+            raise ValueError(f"Could not reach a TPU: the {keras.backend.backend()} backend lists none.")
+        return DataParallelStrategy(tpus)
+    return DataParallelStrategy()
 
 
 def _connect_tpu(tpu):
@@ -181,7 +238,10 @@ def fit_options(strategy=None, jit_compile="auto", steps_per_execution="auto"):
         )
     if steps_per_execution != "auto":
         _check_positive_int("steps_per_execution", steps_per_execution)
-    strategy = strategy or tf.distribute.get_strategy()
+    strategy = strategy or _current_strategy()
+    if isinstance(strategy, DataParallelStrategy):
+        # keras.distribution runs XLA and multi-step loops on any number of devices.
+        return jit_compile, 1 if steps_per_execution == "auto" else steps_per_execution
 
     if isinstance(strategy, tf.distribute.TPUStrategy):
         if steps_per_execution == "auto":
@@ -212,7 +272,7 @@ def fit_options(strategy=None, jit_compile="auto", steps_per_execution="auto"):
 def global_batch_size(per_replica_batch_size, strategy=None):
     """The batch size of the input pipeline: `per_replica_batch_size` x replicas."""
     _check_positive_int("per_replica_batch_size", per_replica_batch_size)
-    strategy = strategy or tf.distribute.get_strategy()
+    strategy = strategy or _current_strategy()
     return per_replica_batch_size * strategy.num_replicas_in_sync
 
 
@@ -224,7 +284,7 @@ def per_replica_batch_size(global_batch_size, strategy=None):
             replicas would then weigh their examples differently).
     """
     _check_positive_int("global_batch_size", global_batch_size)
-    strategy = strategy or tf.distribute.get_strategy()
+    strategy = strategy or _current_strategy()
     replicas = strategy.num_replicas_in_sync
     if global_batch_size % replicas:
         raise ValueError(
@@ -243,11 +303,22 @@ def worker_dir(base_dir, strategy=None):
     can back up to and restore from its own copy. Single-machine strategies get
     `base_dir` itself.
     """
-    strategy = strategy or tf.distribute.get_strategy()
+    strategy = strategy or _current_strategy()
     resolver = getattr(strategy, "cluster_resolver", None)
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
         return os.fspath(base_dir)
     return os.path.join(base_dir, f"{resolver.task_type}-{resolver.task_id}")
+
+
+def _current_strategy():
+    """The strategy in scope (TensorFlow), or the installed keras.distribution (others)."""
+    if keras.backend.backend() == "tensorflow":
+        return tf.distribute.get_strategy()
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return DataParallelStrategy(keras.distribution.list_devices()[:1], install=False)
+    devices = [str(d) for d in distribution.device_mesh.devices.flatten()]
+    return DataParallelStrategy(devices, install=False)
 
 
 def _check_positive_int(argument, value):

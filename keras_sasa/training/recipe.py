@@ -190,6 +190,21 @@ def ema_callbacks(optimizer):
     return [keras.callbacks.SwapEMAWeights()] if optimizer.use_ema else []
 
 
+def separate_variable_buffers(optimizer):
+    """Gives each of the optimizer's variables a buffer of its own, after `fit`.
+
+    At the end of `fit` Keras copies the EMA weights into the model with `assign`, which
+    on JAX makes each weight and its average share one array; the next `evaluate`
+    donates the weights' arrays to XLA and the averages are left deleted ("Array has been
+    deleted" when the model is saved). Found with Keras 3.15 / JAX 0.10. TensorFlow
+    copies on assign: nothing to do there.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return
+    for variable in optimizer.variables:
+        variable.assign(keras.ops.convert_to_numpy(variable))
+
+
 def steps(epochs, steps_per_epoch):
     """Total optimizer steps of a run."""
     return int(epochs) * int(steps_per_epoch)

@@ -300,6 +300,7 @@ def train_run(config, info, strategy, run_dir, log=print):
             shuffle=False,  # The pipeline shuffles.
         )
         # fit has put the EMA weights in the model (optimizer.finalize_variable_values).
+        recipe.separate_variable_buffers(model.optimizer)
         test = model.evaluate(test_data, return_dict=True, verbose=0)
         run_callbacks.replace_atomically(os.path.join(out_dir, MODEL_FILE), model.save)
     finally:
