@@ -4,6 +4,7 @@ from keras_sasa import data
 from keras_sasa import distribute
 from keras_sasa import models
 from keras_sasa import ops
+from keras_sasa import tuning
 from keras_sasa.layers import AttentionStem2D
 from keras_sasa.layers import LocalSelfAttention2D
 
@@ -16,4 +17,5 @@ __all__ = [
     "distribute",
     "models",
     "ops",
+    "tuning",
 ]
