@@ -11,6 +11,7 @@
 from keras_sasa.tuning.hypermodel import SASAHyperModel
 from keras_sasa.tuning.search import RESULTS_FILE
 from keras_sasa.tuning.search import TUNERS
+from keras_sasa.tuning.search import default_output_dir
 from keras_sasa.tuning.search import format_table
 from keras_sasa.tuning.search import make_tuner
 from keras_sasa.tuning.search import results
@@ -24,6 +25,7 @@ __all__ = [
     "SearchSpace",
     "TUNERS",
     "config_for",
+    "default_output_dir",
     "format_table",
     "make_tuner",
     "results",

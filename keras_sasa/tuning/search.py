@@ -34,7 +34,6 @@ OBJECTIVE = "val_accuracy"
 RESULTS_FILE = "tuning_results.json"
 SETTINGS_FILE = "search_settings.json"
 PROJECT_NAME = "search"
-DEFAULT_OUTPUT_DIR = "tuning"
 # Hyperband's values that are not model hyperparameters: its schedule of epochs.
 SCHEDULE_PREFIX = "tuner/"
 # Short column names of the ranked table.
@@ -81,9 +80,9 @@ def check_search_arguments(tuner, max_trials, epochs=None, hyperband_factor=3):
 
 def make_tuner(
     hypermodel,
+    directory,
     tuner="random",
     max_trials=10,
-    directory=DEFAULT_OUTPUT_DIR,
     seed=0,
     overwrite=False,
     hyperband_factor=3,
@@ -93,13 +92,13 @@ def make_tuner(
     Args:
         hypermodel: a `SASAHyperModel`; its strategy becomes the tuner's
             `distribution_strategy`, its configuration's epochs Hyperband's `max_epochs`.
+        directory: where keras-tuner keeps its project (`directory/search`).
         tuner: `"random"` (`keras_tuner.RandomSearch`), `"hyperband"`
             (`keras_tuner.Hyperband`) or `"bayesian"` (`keras_tuner.BayesianOptimization`,
             which needs scipy and scikit-learn).
         max_trials: the number of trials (models trained). Hyperband stops earlier when
             its brackets are done; each of its rounds, a model continued for more
             epochs included, is a trial.
-        directory: where keras-tuner keeps its project (`directory/search`).
         seed: seed of the tuner's sampling.
         overwrite: start over, deleting the project; else an existing project is reloaded.
         hyperband_factor: Hyperband's reduction factor.
@@ -137,7 +136,7 @@ def search(
     tuner="random",
     max_trials=10,
     epochs=None,
-    output_dir=DEFAULT_OUTPUT_DIR,
+    output_dir=None,
     validation_split=0.2,
     strategy=None,
     overwrite=False,
@@ -155,7 +154,8 @@ def search(
             trials until there are this many.
         epochs: epochs of each trial (Hyperband's maximum); None: `config.epochs`, or
             the data's default.
-        output_dir: the search's directory (see the module docstring).
+        output_dir: the search's directory (see the module docstring); None:
+            "runs/<dataset>_<model>_tuning".
         validation_split: share of the training split that scores the trials; None
             scores them on `config.test_split` (see `SASAHyperModel`).
         strategy: a `tf.distribute.Strategy`; None: `keras_sasa.distribute.get_strategy(
@@ -177,6 +177,9 @@ def search(
     config = training.TrainConfig() if config is None else config
     if epochs is not None:
         config = config.replace(epochs=epochs)
+    training.config.check(config)
+    if output_dir is None:
+        output_dir = default_output_dir(config)
     training.run.make_output_dir(output_dir)
     strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
     hypermodel = SASAHyperModel(config, space, validation_split, strategy)
@@ -213,7 +216,12 @@ def search(
     run_callbacks.write_json_atomically(settings_path, settings)
 
     keras_tuner_instance = make_tuner(
-        hypermodel, tuner, max_trials, output_dir, resolved.seed, False, hyperband_factor
+        hypermodel,
+        output_dir,
+        tuner,
+        max_trials,
+        seed=resolved.seed,
+        hyperband_factor=hyperband_factor,
     )
     done = _finished_trials(keras_tuner_instance)
     log(
@@ -226,6 +234,11 @@ def search(
     collected = results(keras_tuner_instance, settings)
     run_callbacks.write_json_atomically(os.path.join(output_dir, RESULTS_FILE), collected)
     return collected
+
+
+def default_output_dir(config):
+    """ "runs/<dataset>_<model>_tuning", beside the train command's "runs/<dataset>_<model>"."""
+    return training.config.default_output_dir(config.dataset, config.model) + "_tuning"
 
 
 def results(tuner, settings=None):
