@@ -143,6 +143,34 @@ class SASAHyperModel(keras_tuner.HyperModel):
         config, _, _, _ = self.prepare()
         return space_module.config_for(config, values)
 
+    def hyperparameters(self, values=None):
+        """The space as a `keras_tuner.HyperParameters`, set to `values`.
+
+        Args:
+            values: `{name: value}` of some or all of the space's hyperparameters, e.g.
+                the `best_hyperparameters` of `tuning_results.json`; the others keep
+                their defaults. Keys outside the space (Hyperband's "tuner/...") are
+                ignored.
+
+        Returns:
+            A `keras_tuner.HyperParameters` for `build` and `fit`.
+
+        Raises:
+            ValueError: a value outside the space.
+        """
+        _, resolved_space, _, _ = self.prepare()
+        hp = keras_tuner.HyperParameters()
+        resolved_space.declare(hp)
+        for name, value in (values or {}).items():
+            if name in space_module.FIELDS:
+                hp.values[name] = value
+        if not resolved_space.contains(hp.values):
+            raise ValueError(
+                f"Invalid value for `values`: {values!r} lies outside the search space "
+                f"{resolved_space.to_dict()}."
+            )
+        return hp
+
     def declare_hyperparameters(self, hp):
         _, resolved_space, _, _ = self.prepare()
         resolved_space.declare(hp)
