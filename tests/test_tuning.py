@@ -5,7 +5,6 @@ on digits) so that a trial takes seconds, most of it tracing the training step.
 """
 
 import json
-import math
 import os
 import shutil
 
@@ -104,6 +103,109 @@ def in_space(values):
     )
 
 
+# The search space.
+
+
+def test_default_space_is_the_papers_design_space_with_stems_for_the_image_size(digits_dir):
+    hypermodel = SASAHyperModel(training.TrainConfig(data_dir=digits_dir))
+    _, space, _, _ = hypermodel.prepare()
+    assert space.kernel_size == (3, 5, 7, 9, 11)
+    assert space.num_heads == (1, 2, 4, 8)
+    assert space.stem == ("attention_small", "conv_small")
+    assert space.attention_stages == ((1, 2, 3, 4), (2, 3, 4), (3, 4), (4,))
+    assert space.use_relative_position == (True, False)
+    # 0.1 per 256 images at the default batch of 64, times 1/4 and 4.
+    assert space.learning_rate == pytest.approx((0.025 / 4, 0.025 * 4))
+
+
+def test_one_value_fixes_a_hyperparameter():
+    space = SearchSpace(kernel_size=5, num_heads=4, learning_rate=0.05, stem="conv")
+    assert (space.kernel_size, space.num_heads, space.learning_rate) == ((5,), (4,), (0.05, 0.05))
+    hp = keras_tuner.HyperParameters()
+    values = space.resolve(training.TrainConfig(image_size=224, batch_size=64)).declare(hp)
+    assert (values["kernel_size"], values["num_heads"], values["learning_rate"]) == (5, 4, 0.05)
+    assert (values["kernel_size"], values["num_heads"], values["learning_rate"]) == (5, 4, 0.05)
+    kinds = {h.name: type(h).__name__ for h in hp.space}
+    assert (kinds["kernel_size"], kinds["weight_decay"]) == ("Fixed", "Float")
+
+
+@pytest.mark.parametrize(
+    "arguments, error, message",
+    [
+        (dict(kernel_size=()), ValueError, "`kernel_size`: expected at least one value"),
+        (dict(kernel_size=(3, 4)), ValueError, "got kernel_size=(3, 4)"),
+        (dict(kernel_size="3"), TypeError, "`kernel_size`"),
+        (dict(num_heads=(0,)), ValueError, "num_heads=(0,)"),
+        (dict(num_heads=3), ValueError, "3 does not divide 16"),
+        (dict(stem="conv_big"), ValueError, "stem='conv_big'"),
+        (dict(attention_stages=[(1, 5)]), ValueError, "attention_stages=[(1, 5)]"),
+        (dict(use_relative_position="on"), TypeError, "use_relative_position='on'"),
+        (dict(learning_rate=(0.1, 0.01)), ValueError, "inverted (min > max)"),
+        (dict(learning_rate=()), ValueError, "`learning_rate`: the range is empty"),
+        (dict(learning_rate=(0.0, 0.1)), ValueError, "expected values > 0"),
+        (dict(weight_decay=(-1e-4, 0.0)), ValueError, "expected values >= 0"),
+        (dict(label_smoothing=(0.0, 1.0)), ValueError, "expected values < 1"),
+        (dict(label_smoothing=(0.0, float("nan"))), ValueError, "expected finite numbers"),
+    ],
+)
+def test_bad_search_space_raises_naming_the_argument_and_value(arguments, error, message):
+    with pytest.raises(error) as raised:
+        SearchSpace(**arguments)
+    assert message in str(raised.value)
+
+
+def test_a_stem_too_large_for_the_images_is_refused_before_searching(digits_dir):
+    hypermodel = SASAHyperModel(tiny_config(digits_dir), SearchSpace(stem=("conv", "conv_small")))
+    with pytest.raises(ValueError, match="the 'conv' stem and the four groups downsample by 32"):
+        hypermodel.prepare()
+
+
+@pytest.mark.parametrize(
+    "arguments, error, message",
+    [
+        (dict(tuner="grid"), ValueError, "`tuner`: expected one of random, hyperband, bayesian"),
+        (dict(max_trials=0), ValueError, "got max_trials=0"),
+        (dict(max_trials=2.5), TypeError, "`max_trials`"),
+        (dict(epochs=0), ValueError, "got epochs=0"),
+        (dict(hyperband_factor=1), ValueError, "got hyperband_factor=1"),
+    ],
+)
+def test_bad_search_arguments_raise_before_anything_is_written(arguments, error, message, tmp_path):
+    output_dir = tmp_path / "never"
+    with pytest.raises(error) as raised:
+        tuning.search(output_dir=str(output_dir), **arguments)
+    assert message in str(raised.value)
+    assert not output_dir.exists()
+
+
+# The command line: errors.
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tuner", "grid"], "Invalid value for `tuner`"),
+        (["--max-trials", "0"], "got max_trials=0"),
+        (["--kernel-sizes", "3,4"], "got kernel_size=(3, 4)"),
+        (["--kernel-sizes", "three"], "Invalid value for --kernel-sizes: cannot read 'three'"),
+        (["--learning-rate", "0.1:0.001"], "the range is inverted"),
+        (["--weight-decay", "1:2:3"], "expected MIN:MAX or a number"),
+        (["--relative-position", "maybe"], "cannot read 'maybe'"),
+        (["--stems", "conv"], "the 'conv' stem and the four groups downsample by 32"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(
+    args, message, digits_dir, tmp_path, capsys
+):
+    argv = ["tune", "--data-dir", digits_dir, "--output-dir", str(tmp_path / "out"), *args]
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert "Traceback" not in err
+    assert message in err
+
+
 # A finished search.
 
 
@@ -188,25 +290,41 @@ def test_best_hyperparameters_give_the_train_commands_config(finished_search, di
 # Resuming.
 
 
-def test_an_interrupted_search_continues_with_only_the_missing_trial(
-    finished_search, digits_dir, tmp_path, monkeypatch
+def test_an_interrupted_search_continues_from_the_command_line_with_only_the_missing_trial(
+    finished_search, digits_dir, tmp_path, monkeypatch, capsys
 ):
     _, first = finished_search
     output_dir = copy_search(finished_search, tmp_path)
     calls = count_fits(monkeypatch, fail_first=True)
-    arguments = dict(max_trials=3, output_dir=output_dir, log=lambda message: None)
-    with pytest.raises(KeyboardInterrupt):  # Killed in trial 2.
-        tuning.search(tiny_config(digits_dir), SearchSpace(**SPACE), **arguments)
+    with pytest.raises(KeyboardInterrupt):  # Killed in trial 2 of 3.
+        tuning.search(
+            tiny_config(digits_dir),
+            SearchSpace(**SPACE),
+            max_trials=3,
+            output_dir=output_dir,
+            log=lambda message: None,
+        )
     interrupted = calls[0]
 
-    results = tuning.search(tiny_config(digits_dir), SearchSpace(**SPACE), **arguments)
+    # The same search from the command line (the test's tiny_config and SPACE).
+    argv = ["tune", "--data-dir", digits_dir, "--output-dir", output_dir, "--max-trials", "3"]
+    argv += ["--epochs", "1", "--batch-size", "128", *SPACE_ARGS]
+    assert cli.main(argv) == 0
     # Only the interrupted trial ran again, with the same values; trials 0 and 1 were kept.
     assert len(calls) == 2 and calls[1] == interrupted
+    with open(os.path.join(output_dir, "tuning_results.json")) as f:
+        results = json.load(f)
     assert [t["trial_id"] for t in results["trials"]] == ["0", "1", "2"]
     assert results["trials"][:2] == first["trials"]
     assert results["trials"][2]["status"] == "COMPLETED"
     assert in_space(results["trials"][2]["hyperparameters"])
     assert results["best_score"] == max(t["score"] for t in results["trials"])
+    # The ranked table: three trials, best first.
+    out = capsys.readouterr().out
+    table = out[out.index("rank  trial") :].splitlines()[:4]
+    assert [row.split()[0] for row in table[1:]] == ["1", "2", "3"]
+    assert table[1].split()[1:3] == [results["best_trial_id"], f"{results['best_score']:.4f}"]
+    assert os.path.join(output_dir, "tuning_results.json") in out
 
 
 def test_a_finished_search_started_again_trains_nothing(
@@ -241,123 +359,3 @@ def test_a_search_with_other_settings_in_the_same_directory_is_refused(
             max_trials=2,
             output_dir=output_dir,
         )
-
-
-# The search space.
-
-
-def test_default_space_is_the_papers_design_space_with_stems_for_the_image_size(digits_dir):
-    hypermodel = SASAHyperModel(training.TrainConfig(data_dir=digits_dir))
-    _, space, _, _ = hypermodel.prepare()
-    assert space.kernel_size == (3, 5, 7, 9, 11)
-    assert space.num_heads == (1, 2, 4, 8)
-    assert space.stem == ("attention_small", "conv_small")
-    assert space.attention_stages == ((1, 2, 3, 4), (2, 3, 4), (3, 4), (4,))
-    assert space.use_relative_position == (True, False)
-    # 0.1 per 256 images at the default batch of 64, times 1/4 and 4.
-    assert space.learning_rate == pytest.approx((0.025 / 4, 0.025 * 4))
-
-
-def test_one_value_fixes_a_hyperparameter():
-    space = SearchSpace(kernel_size=5, num_heads=4, learning_rate=0.05, stem="conv")
-    assert (space.kernel_size, space.num_heads, space.learning_rate) == ((5,), (4,), (0.05, 0.05))
-    hp = keras_tuner.HyperParameters()
-    values = space.resolve(training.TrainConfig(image_size=224, batch_size=64)).declare(hp)
-    assert (values["kernel_size"], values["num_heads"], values["learning_rate"]) == (5, 4, 0.05)
-    assert (values["kernel_size"], values["num_heads"], values["learning_rate"]) == (5, 4, 0.05)
-    kinds = {h.name: type(h).__name__ for h in hp.space}
-    assert (kinds["kernel_size"], kinds["weight_decay"]) == ("Fixed", "Float")
-
-
-@pytest.mark.parametrize(
-    "arguments, error, message",
-    [
-        (dict(kernel_size=()), ValueError, "`kernel_size`: expected at least one value"),
-        (dict(kernel_size=(3, 4)), ValueError, "got kernel_size=(3, 4)"),
-        (dict(kernel_size="3"), TypeError, "`kernel_size`"),
-        (dict(num_heads=(0,)), ValueError, "num_heads=(0,)"),
-        (dict(num_heads=3), ValueError, "3 does not divide 16"),
-        (dict(stem="conv_big"), ValueError, "stem='conv_big'"),
-        (dict(attention_stages=[(1, 5)]), ValueError, "attention_stages=[(1, 5)]"),
-        (dict(use_relative_position="on"), TypeError, "use_relative_position='on'"),
-        (dict(learning_rate=(0.1, 0.01)), ValueError, "inverted (min > max)"),
-        (dict(learning_rate=()), ValueError, "`learning_rate`: the range is empty"),
-        (dict(learning_rate=(0.0, 0.1)), ValueError, "expected values > 0"),
-        (dict(weight_decay=(-1e-4, 0.0)), ValueError, "expected values >= 0"),
-        (dict(label_smoothing=(0.0, 1.0)), ValueError, "expected values < 1"),
-        (dict(label_smoothing=(0.0, float("nan"))), ValueError, "expected finite numbers"),
-    ],
-)
-def test_bad_search_space_raises_naming_the_argument_and_value(arguments, error, message):
-    with pytest.raises(error) as raised:
-        SearchSpace(**arguments)
-    assert message in str(raised.value)
-
-
-def test_a_stem_too_large_for_the_images_is_refused_before_searching(digits_dir):
-    hypermodel = SASAHyperModel(tiny_config(digits_dir), SearchSpace(stem=("conv", "conv_small")))
-    with pytest.raises(ValueError, match="the 'conv' stem and the four groups downsample by 32"):
-        hypermodel.prepare()
-
-
-@pytest.mark.parametrize(
-    "arguments, error, message",
-    [
-        (dict(tuner="grid"), ValueError, "`tuner`: expected one of random, hyperband, bayesian"),
-        (dict(max_trials=0), ValueError, "got max_trials=0"),
-        (dict(max_trials=2.5), TypeError, "`max_trials`"),
-        (dict(epochs=0), ValueError, "got epochs=0"),
-        (dict(hyperband_factor=1), ValueError, "got hyperband_factor=1"),
-    ],
-)
-def test_bad_search_arguments_raise_before_anything_is_written(arguments, error, message, tmp_path):
-    output_dir = tmp_path / "never"
-    with pytest.raises(error) as raised:
-        tuning.search(output_dir=str(output_dir), **arguments)
-    assert message in str(raised.value)
-    assert not output_dir.exists()
-
-
-# The command line.
-
-
-def test_tune_command_searches_and_prints_the_ranked_trials(digits_dir, tmp_path, capsys):
-    output_dir = str(tmp_path / "cli")
-    argv = ["tune", "--data-dir", digits_dir, "--output-dir", output_dir, "--max-trials", "1"]
-    argv += ["--epochs", "1", "--batch-size", "64", "--train-split", "train[:128]"]
-    argv += ["--test-split", "test[:64]", "--validation-split", "none", *SPACE_ARGS]
-    assert cli.main(argv) == 0
-    out = capsys.readouterr().out
-    with open(os.path.join(output_dir, "tuning_results.json")) as f:
-        results = json.load(f)
-    assert len(results["trials"]) == 1 and in_space(results["trials"][0]["hyperparameters"])
-    # 64 test images: the score is a multiple of 1/64.
-    assert math.isclose(results["best_score"] * 64, round(results["best_score"] * 64))
-    table = out[out.index("rank  trial") :].splitlines()
-    assert table[1].split()[:3] == ["1", "0", f"{results['best_score']:.4f}"]
-    assert os.path.join(output_dir, "tuning_results.json") in out
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--tuner", "grid"], "Invalid value for `tuner`"),
-        (["--max-trials", "0"], "got max_trials=0"),
-        (["--kernel-sizes", "3,4"], "got kernel_size=(3, 4)"),
-        (["--kernel-sizes", "three"], "Invalid value for --kernel-sizes: cannot read 'three'"),
-        (["--learning-rate", "0.1:0.001"], "the range is inverted"),
-        (["--weight-decay", "1:2:3"], "expected MIN:MAX or a number"),
-        (["--relative-position", "maybe"], "cannot read 'maybe'"),
-        (["--stems", "conv"], "the 'conv' stem and the four groups downsample by 32"),
-    ],
-)
-def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(
-    args, message, digits_dir, tmp_path, capsys
-):
-    argv = ["tune", "--data-dir", digits_dir, "--output-dir", str(tmp_path / "out"), *args]
-    code = cli.main(argv)
-    err = capsys.readouterr().err
-    assert code != 0
-    assert err.count("\n") == 1 and err.endswith("\n"), err
-    assert "Traceback" not in err
-    assert message in err
