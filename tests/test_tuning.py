@@ -154,6 +154,26 @@ def test_bad_search_space_raises_naming_the_argument_and_value(arguments, error,
     assert message in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    "split, error, message",
+    [
+        (0.0, ValueError, "got 0.0"),
+        (1.0, ValueError, "got 1.0"),
+        ("0.2", TypeError, "got '0.2'"),
+    ],
+)
+def test_bad_validation_split_raises_naming_it(split, error, message, digits_dir):
+    with pytest.raises(error, match="`validation_split`") as raised:
+        SASAHyperModel(tiny_config(digits_dir), validation_split=split)
+    assert message in str(raised.value)
+
+
+def test_a_validation_split_of_a_sliced_training_split_is_refused(digits_dir):
+    config = tiny_config(digits_dir, train_split="train[:256]")
+    with pytest.raises(ValueError, match="'train\\[:256\\]' is already a slice"):
+        SASAHyperModel(config, validation_split=0.2)
+
+
 def test_a_stem_too_large_for_the_images_is_refused_before_searching(digits_dir):
     hypermodel = SASAHyperModel(tiny_config(digits_dir), SearchSpace(stem=("conv", "conv_small")))
     with pytest.raises(ValueError, match="the 'conv' stem and the four groups downsample by 32"):

@@ -38,7 +38,8 @@ class SASAHyperModel(keras_tuner.HyperModel):
         space: a `SearchSpace`. Defaults to `SearchSpace()`, the paper's ablations.
         validation_split: the share of the training split held out for validation
             (the paper reports its ablations on a held-out part of the training data),
-            in (0, 1), rounded to a whole percent; the model trains on the rest. None validates on
+            in [0.01, 0.99], rounded to a whole percent; the model trains on the rest
+            (`config.test_split` is not used). None validates on
             `config.test_split` (the data set's evaluation split by default) and
             trains on `config.train_split`.
         strategy: the `tf.distribute.Strategy` the tuner builds the models under (its
@@ -82,10 +83,11 @@ class SASAHyperModel(keras_tuner.HyperModel):
                     "Invalid type for `validation_split`: expected a float in (0, 1) or None, "
                     f"got {validation_split!r}."
                 )
-            if not 0 < validation_split < 1:
+            # TFDS slices by whole percents: both parts must keep at least 1%.
+            if not 0.005 <= validation_split < 0.995:
                 raise ValueError(
-                    "Invalid value for `validation_split`: expected a value in (0, 1), got "
-                    f"{validation_split}."
+                    "Invalid value for `validation_split`: expected a value in [0.01, 0.99], "
+                    f"got {validation_split}."
                 )
             if config.train_split is not None and "[" in config.train_split:
                 raise ValueError(
