@@ -14,10 +14,14 @@ setup(
         "keras>=3.3",
         "tensorflow-datasets>=4.9",
         "importlib_resources",  # tfds.dataset_builders.store_as_tfds_dataset needs it
-        "keras-tuner>=1.4",
-        "tensorboard>=2.16",  # keras-tuner's trials fail on TF 2.21 without it
-        "scipy",  # keras-tuner's Bayesian tuner
-        "scikit-learn",  # the Bayesian tuner, and the offline digits data set
+        "keras-tuner>=1.4",  # keras_sasa.tuning and `python -m keras_sasa tune`
+        # keras-tuner imports tensorboard.plugins.hparams in every trial
+        # (Tuner._configure_tensorboard_dir); TF 2.21 no longer installs tensorboard,
+        # so without it every trial fails.
+        "tensorboard>=2.16",
+        "scipy",  # keras-tuner's Bayesian tuner (scipy.optimize)
+        # The Bayesian tuner's Gaussian process, and the offline digits data set.
+        "scikit-learn",
         "matplotlib",
         "numpy",
     ],

@@ -5,6 +5,7 @@ from keras_sasa import distribute
 from keras_sasa import export
 from keras_sasa import models
 from keras_sasa import ops
+from keras_sasa import tuning
 from keras_sasa.layers import AttentionStem2D
 from keras_sasa.layers import LocalSelfAttention2D
 
@@ -18,4 +19,5 @@ __all__ = [
     "export",
     "models",
     "ops",
+    "tuning",
 ]

@@ -1,9 +1,10 @@
 """The command line: `python -m keras_sasa COMMAND ...`.
 
-Commands: `train` (keras_sasa.training), `summary` (the paper's Tables 1 and 3 beside our
-models), `bench` (LocalSelfAttention2D's speed). Each command is a function taking the
-parsed arguments; `main` turns the errors a user can cause (bad values, missing files,
-an unwritable output directory) into one line on stderr and a non-zero exit code.
+Commands: `train` (keras_sasa.training), `tune` (keras_sasa.tuning), `summary` (the
+paper's Tables 1 and 3 beside our models), `bench` (LocalSelfAttention2D's speed). Each
+command is a function taking the parsed arguments; `main` turns the errors a user can
+cause (bad values, missing files, an unwritable output directory) into one line on stderr
+and a non-zero exit code.
 """
 
 import argparse
@@ -98,6 +99,214 @@ def _train(args):
     print()
     print(training.format_results(results))
     print(f"\nResults: {os.path.join(results['config']['output_dir'], 'results.json')}")
+
+
+def _split_list(flag, text, convert):
+    """ "3,5" -> (3, 5) with `convert` on each item; UsageError naming `flag` otherwise."""
+    try:
+        return tuple(convert(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"Invalid value for {flag}: cannot read {text!r}.") from None
+
+
+def _on_off(text):
+    values = {"on": True, "true": True, "off": False, "false": False}
+    if text.lower() not in values:
+        raise ValueError(text)
+    return values[text.lower()]
+
+
+def _range_arg(flag, text):
+    """ "1e-3:1e-1" -> (0.001, 0.1); "0.05" -> 0.05 (fixed)."""
+    try:
+        parts = [float(part) for part in text.split(":")]
+    except ValueError:
+        raise UsageError(
+            f"Invalid value for {flag}: expected MIN:MAX or a number, got {text!r}."
+        ) from None
+    if len(parts) > 2:
+        raise UsageError(f"Invalid value for {flag}: expected MIN:MAX or a number, got {text!r}.")
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def _search_space(args):
+    from keras_sasa import tuning
+
+    space = {}
+    if args.kernel_sizes is not None:
+        space["kernel_size"] = _split_list("--kernel-sizes", args.kernel_sizes, int)
+    if args.num_heads is not None:
+        space["num_heads"] = _split_list("--num-heads", args.num_heads, int)
+    if args.stems is not None:
+        space["stem"] = _split_list("--stems", args.stems, str)
+    if args.attention_stages is not None:
+        sets = [part.strip() for part in args.attention_stages.split(";") if part.strip()]
+        space["attention_stages"] = tuple(
+            _attention_stages_or_error("--attention-stages", part) for part in sets
+        )
+    if args.relative_position is not None:
+        space["use_relative_position"] = _split_list(
+            "--relative-position", args.relative_position, _on_off
+        )
+    if args.base_widths is not None:
+        space["base_width"] = _split_list("--base-widths", args.base_widths, int)
+    for name in ("learning_rate", "weight_decay", "label_smoothing"):
+        text = getattr(args, name)
+        if text is not None:
+            space[name] = _range_arg("--" + name.replace("_", "-"), text)
+    return tuning.SearchSpace(**space)
+
+
+def _attention_stages_or_error(flag, text):
+    try:
+        return _attention_stages(text)
+    except argparse.ArgumentTypeError as error:
+        raise UsageError(f"Invalid value for {flag}: {error}.") from None
+
+
+def _validation_split(text):
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def _tune(args):
+    from keras_sasa import training
+    from keras_sasa import tuning
+
+    config = training.TrainConfig(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        train_split=args.train_split,
+        test_split=args.test_split,
+        image_size=args.image_size,
+        model=args.model,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        strategy=args.strategy,
+        tpu=args.tpu,
+    )
+    space = _search_space(args)
+    try:
+        results = tuning.search(
+            config,
+            space,
+            tuner=args.tuner,
+            max_trials=args.max_trials,
+            epochs=args.epochs,
+            output_dir=args.output_dir,
+            validation_split=args.validation_split,
+            overwrite=args.overwrite,
+            hyperband_factor=args.hyperband_factor,
+        )
+    except RuntimeError as error:
+        # keras-tuner gives up after consecutive failed trials; its message ends with
+        # the last trial's traceback, whose last line is the error.
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        raise UsageError(f"The search stopped: {lines[0]} Last error: {lines[-1]}") from None
+    output_dir = args.output_dir or tuning.default_output_dir(config)
+    print()
+    print(tuning.format_table(results))
+    if results["best_score"] is not None:
+        best = ", ".join(f"{k}={v!r}" for k, v in results["best_hyperparameters"].items())
+        print(
+            f"\nBest: trial {results['best_trial_id']}, {results['objective']} "
+            f"{results['best_score']:.4f}: {best}"
+        )
+    print(f"\nResults: {os.path.join(output_dir, tuning.RESULTS_FILE)}")
+
+
+def _add_tune_parser(commands):
+    tune = commands.add_parser(
+        "tune",
+        help="search the paper's design space with keras-tuner (default: digits, offline)",
+        description=(
+            "Search kernel size, heads, stem, attention groups, positional encoding, width, "
+            "learning rate, weight decay and label smoothing with keras-tuner; each trial "
+            "trains with the train command's pipelines and recipe. Started again in the "
+            "same output directory, a search continues; a larger --max-trials extends it. "
+            "Writes OUTPUT_DIR/tuning_results.json and prints the trials ranked. Lists are "
+            "comma-separated (--kernel-sizes 3,5); ranges are MIN:MAX or one value "
+            "(--learning-rate 1e-3:1e-1)."
+        ),
+    )
+    search = tune.add_argument_group("search")
+    search.add_argument(
+        "--tuner", default="random", help="random|hyperband|bayesian (default: random)"
+    )
+    search.add_argument(
+        "--max-trials", type=int, default=10, help="trials to run in all (default: 10)"
+    )
+    search.add_argument(
+        "--epochs",
+        type=int,
+        help="epochs per trial, Hyperband's maximum (default: the train command's)",
+    )
+    search.add_argument(
+        "--validation-split",
+        type=_validation_split,
+        default=0.2,
+        help="share of the training split that scores the trials, or 'none' to score "
+        "them on --test-split (default: 0.2)",
+    )
+    search.add_argument(
+        "--hyperband-factor", type=int, default=3, help="Hyperband's reduction factor"
+    )
+    search.add_argument(
+        "--output-dir", help="the search's directory (default: runs/<dataset>_<model>_tuning)"
+    )
+    search.add_argument(
+        "--overwrite", action="store_true", help="delete a previous search there and start over"
+    )
+    search.add_argument(
+        "--strategy",
+        default="auto",
+        choices=("auto", "default", "mirrored", "multi_worker", "tpu"),
+        help="tf.distribute strategy of the trials (default: auto)",
+    )
+    search.add_argument("--tpu", help="TPU name or grpc:// address ('local' on a TPU VM)")
+
+    space = tune.add_argument_group("search space (default: the paper's ablations)")
+    space.add_argument("--kernel-sizes", metavar="K,...", help="default: 3,5,7,9,11")
+    space.add_argument("--num-heads", metavar="N,...", help="default: 1,2,4,8")
+    space.add_argument(
+        "--stems",
+        metavar="STEM,...",
+        help="default: attention_small,conv_small (<= 64 pixels), else attention,conv",
+    )
+    space.add_argument(
+        "--attention-stages",
+        metavar="GROUPS;...",
+        help="sets of groups using attention, separated by ';' (e.g. '1,2,3,4;2,3,4;none'; "
+        "default: 1,2,3,4;2,3,4;3,4;4)",
+    )
+    space.add_argument(
+        "--relative-position", metavar="on,off", help="positional encoding (default: on,off)"
+    )
+    space.add_argument("--base-widths", metavar="W,...", help="default: 16,32,64")
+    space.add_argument(
+        "--learning-rate",
+        metavar="MIN:MAX",
+        help="default: 1/4 to 4 times 0.1 x batch size / 256",
+    )
+    space.add_argument("--weight-decay", metavar="MIN:MAX", help="default: 0:0.001")
+    space.add_argument("--label-smoothing", metavar="MIN:MAX", help="default: 0:0.2")
+
+    fixed = tune.add_argument_group("data and model")
+    fixed.add_argument(
+        "--dataset", default="digits", help="'digits' (default, offline) or a TFDS data set"
+    )
+    fixed.add_argument("--data-dir", help="TFDS data directory (default: TFDS's)")
+    fixed.add_argument("--train-split", help="default: the training split")
+    fixed.add_argument("--test-split", help="scores the trials with --validation-split none")
+    fixed.add_argument("--image-size", type=_positive_int, help="side of the model input")
+    fixed.add_argument("--model", default="sasa_resnet26", help="default: sasa_resnet26")
+    fixed.add_argument("--batch-size", type=_positive_int, help="global batch size")
+    fixed.add_argument("--seed", type=int, default=0, help="default: 0")
+    tune.set_defaults(run=_tune)
 
 
 def _summary(args):
@@ -382,6 +591,7 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     _add_train_parser(commands)
+    _add_tune_parser(commands)
     summary = commands.add_parser(
         "summary", help="the paper's Tables 1 and 3 beside our parameter and FLOP counts"
     )

@@ -151,6 +151,7 @@ def SASAResNet(
     base_width=64,
     border="mask",
     implementation="auto",
+    use_relative_position=True,
 ):
     """Builds a bottleneck ResNet whose chosen groups use local self-attention.
 
@@ -193,8 +194,9 @@ def SASAResNet(
             `"conv_small"`.
         attention_stages: groups (1-based) that use attention; `()` gives the
             convolutional baseline of the same depth. Defaults to None: every group.
-        kernel_size, num_heads, border, implementation: passed to every
-            `LocalSelfAttention2D`. The paper uses k = 7 and 8 heads.
+        kernel_size, num_heads, border, implementation, use_relative_position: passed to
+            every `LocalSelfAttention2D`. The paper uses k = 7, 8 heads and relative
+            positions (`use_relative_position=False` is Table 5's "none").
         base_width: width of the stem and of group 1. Defaults to 64.
 
     Returns:
@@ -231,6 +233,7 @@ def SASAResNet(
         "num_heads": num_heads,
         "border": border,
         "implementation": implementation,
+        "use_relative_position": use_relative_position,
     }
 
     if input_tensor is None:
@@ -297,6 +300,7 @@ def _named(depth, stackwise_num_blocks):
         base_width=64,
         border="mask",
         implementation="auto",
+        use_relative_position=True,
     ):
         return SASAResNet(
             stackwise_num_blocks,
@@ -315,6 +319,7 @@ def _named(depth, stackwise_num_blocks):
             base_width=base_width,
             border=border,
             implementation=implementation,
+            use_relative_position=use_relative_position,
         )
 
     builder.__name__ = builder.__qualname__ = f"SASAResNet{depth}"
@@ -323,7 +328,8 @@ def _named(depth, stackwise_num_blocks):
         "bottleneck blocks per group.\n\n"
         "    Arguments as in `SASAResNet` (the keras.applications ones, then `stem`,\n"
         "    `attention_stages`, `kernel_size`, `num_heads`, `base_width`, `border`,\n"
-        "    `implementation`). The defaults give the paper's full-attention model.\n"
+        "    `implementation`, `use_relative_position`). The defaults give the paper's\n"
+        "    full-attention model.\n"
     )
     return builder
 

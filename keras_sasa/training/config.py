@@ -70,6 +70,8 @@ class TrainConfig:
             convolutional baseline.
         kernel_size: spatial extent k of the attention.
         num_heads, base_width: heads of every attention layer, width of group 1.
+        use_relative_position: the attention layers' relative position embeddings
+            (False: no positional encoding, the paper's Table 5 "none").
         image_size: side of the square model input; None: native (small images) or 224.
         epochs, batch_size: training epochs and global batch size.
         learning_rate: peak learning rate; None: 0.1 per 256 images of the batch.
@@ -104,6 +106,7 @@ class TrainConfig:
     kernel_size: int = 7
     num_heads: Optional[int] = None
     base_width: Optional[int] = None
+    use_relative_position: bool = True
     image_size: Optional[int] = None
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
@@ -184,6 +187,11 @@ def check(config):
         raise ValueError(
             "Invalid value for `batch_norm_momentum`: expected a value in [0, 1), got "
             f"{config.batch_norm_momentum}."
+        )
+    if not isinstance(config.use_relative_position, bool):
+        raise TypeError(
+            "Invalid type for `use_relative_position`: expected a bool, got "
+            f"{config.use_relative_position!r}."
         )
     if config.mixed_precision not in MIXED_PRECISION:
         raise ValueError(

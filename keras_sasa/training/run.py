@@ -185,6 +185,7 @@ def build_model(config, info):
         kernel_size=config.kernel_size,
         num_heads=config.num_heads,
         base_width=config.base_width,
+        use_relative_position=config.use_relative_position,
     )
     if config.batch_norm_momentum is not None:
         recipe.set_batch_norm_momentum(model, config.batch_norm_momentum)
@@ -403,7 +404,10 @@ def _check_same_run(stored, config, run_dir):
     """Raises ValueError if `run_dir` holds a run of another configuration."""
     # Fields still None here (ema_momentum before the steps are counted) are not compared.
     ours = {k: v for k, v in config.run_fields().items() if v is not None}
-    theirs = {k: v for k, v in stored.items() if k in ours}
+    # A field missing from a stored config was added to TrainConfig later: that run had
+    # the field's default.
+    defaults = run_config.TrainConfig().to_dict()
+    theirs = {k: stored.get(k, defaults.get(k)) for k in ours}
     differences = [
         f"{key}={theirs.get(key)!r} there, {value!r} here"
         for key, value in ours.items()
