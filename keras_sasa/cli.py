@@ -1,7 +1,8 @@
 """The command line: `python -m keras_sasa COMMAND ...`.
 
 Commands: `train` (keras_sasa.training), `tune` (keras_sasa.tuning), `summary` (the
-paper's Tables 1 and 3 beside our models), `bench` (LocalSelfAttention2D's speed). Each
+paper's Tables 1 and 3 beside our models), `bench` (LocalSelfAttention2D's speed),
+`export` (keras_sasa.export) and `attention-map` (keras_sasa.visualize). Each
 command is a function taking the parsed arguments; `main` turns the errors a user can
 cause (bad values, missing files, an unwritable output directory) into one line on stderr
 and a non-zero exit code.

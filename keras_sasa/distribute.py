@@ -173,7 +173,8 @@ def _keras_distribution(name):
     if name == "tpu":
         tpus = keras.distribution.list_devices("tpu")
         if not tpus:
-            raise ValueError(f"Could not reach a TPU: the {keras.backend.backend()} backend lists none.")
+            backend = keras.backend.backend()
+            raise ValueError(f"Could not reach a TPU: the {backend} backend lists none.")
         return DataParallelStrategy(tpus)
     return DataParallelStrategy()
 
