@@ -25,6 +25,11 @@ setup(
         "matplotlib",
         "numpy",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        # KERAS_BACKEND=jax: the layers, models and `train` (keras.distribution).
+        "jax": ["jax>=0.4.30"],
+        # The README's test command runs the layer and model tests under JAX too.
+        "test": ["pytest>=7", "jax>=0.4.30"],
+    },
     entry_points={"console_scripts": ["keras-sasa=keras_sasa.cli:main"]},
 )

@@ -1,14 +1,23 @@
 """Speed and memory of LocalSelfAttention2D against its reference and a 3x3 convolution.
 
 Every number is one training step of a single layer: forward and backward, with the
-gradients of the input and of every weight. All contenders run in the same process on the
-same inputs, so the ratios hold even where the absolute times drift.
+gradients of the input and of every weight. All contenders of a backend run in the same
+process on the same inputs, so the ratios hold even where the absolute times drift.
+
+The backend is Keras' (`KERAS_BACKEND`): TensorFlow runs the step as a `tf.function`,
+with and without XLA, and reports the allocator's peak memory; JAX runs it under
+`jax.jit` (always XLA; JAX's CPU client reports no memory). `run_in_backend` measures
+another backend in a subprocess, for the side-by-side table (`backend_table`).
 """
 
 import dataclasses
 import json
+import math
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 
 import keras
@@ -32,6 +41,7 @@ class Result:
     contender: str
     milliseconds: float
     peak_mib: float
+    backend: str = "tensorflow"
 
 
 def _layer(contender, channels, kernel_size):
@@ -53,6 +63,8 @@ def _peak_mib(step, x):
 
 def measure(contender, shape, kernel_size, jit_compile, dtype="float32", repeats=3):
     """Median milliseconds and peak extra memory (MiB) of one layer training step."""
+    if keras.backend.backend() == "jax":
+        return _measure_jax(contender, shape, kernel_size, dtype, repeats)
     batch, size, channels = shape
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if dtype == "bfloat16" else "float32")
@@ -82,6 +94,102 @@ def measure(contender, shape, kernel_size, jit_compile, dtype="float32", repeats
     finally:
         keras.mixed_precision.set_global_policy(policy)
     return Result(shape, kernel_size, dtype, jit_compile, contender, statistics.median(times), peak)
+
+
+def _measure_jax(contender, shape, kernel_size, dtype, repeats):
+    """`measure` on the JAX backend: the step under `jax.jit`; no memory figure."""
+    import jax
+    import jax.numpy as jnp
+
+    batch, size, channels = shape
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if dtype == "bfloat16" else "float32")
+    try:
+        layer = _layer(contender, channels, kernel_size)
+        x = jax.random.normal(jax.random.key(0), (batch, size, size, channels))
+        layer.build(x.shape)
+        trainable = [v.value for v in layer.trainable_variables]
+        frozen = [v.value for v in layer.non_trainable_variables]
+
+        def loss(trainable, x):
+            y, _ = layer.stateless_call(trainable, frozen, x)
+            y = y.astype("float32")
+            return jnp.mean(y * y)
+
+        step = jax.jit(jax.grad(loss, argnums=(0, 1)))
+        jax.block_until_ready(step(trainable, x))  # trace and compile
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(step(trainable, x))
+            times.append((time.perf_counter() - start) * 1000)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    return Result(
+        shape, kernel_size, dtype, True, contender, statistics.median(times), math.nan, "jax"
+    )
+
+
+_RESULTS_MARK = "keras_sasa.benchmark results: "
+
+
+def run_in_backend(backend, configs, repeats=3, log=print):
+    """`run(configs)` under another Keras backend, in a subprocess (the backend is fixed
+    when Keras is imported). JAX always compiles, so it runs with jit only."""
+    code = (
+        "import json, sys\n"
+        "from keras_sasa import benchmark\n"
+        "configs = [(tuple(s), k, d) for s, k, d in json.loads(sys.argv[1])]\n"
+        "results = benchmark.run(configs, (True,), int(sys.argv[2]), log=print)\n"
+        f"print({_RESULTS_MARK!r} + json.dumps([r.__dict__ for r in results]))\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(configs), str(repeats)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    results = []
+    for line in process.stdout:
+        if line.startswith(_RESULTS_MARK):
+            rows = json.loads(line[len(_RESULTS_MARK) :])
+            results = [Result(**{**r, "shape": tuple(r["shape"])}) for r in rows]
+        else:
+            log(f"[{backend}] {line.rstrip()}")
+    if process.wait() != 0:
+        raise RuntimeError(f"The {backend} benchmark failed (exit code {process.returncode}).")
+    return results
+
+
+def backend_table(results):
+    """The fast path and Conv2D per backend, one row per (shape, kernel, dtype)."""
+    rows = [
+        "| input (B, H=W, C) | k | dtype | TF fast ms | TF+XLA fast ms | JAX fast ms "
+        "| TF ref ms | JAX ref ms | TF conv ms | JAX conv ms | JAX / TF+XLA (fast) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    by = {}
+    for r in results:
+        column = "jax" if r.backend == "jax" else ("xla" if r.jit_compile else "tf")
+        by.setdefault((r.shape, r.kernel_size, r.dtype), {})[(column, r.contender)] = r
+
+    def ms(group, column, contender):
+        r = group.get((column, contender))
+        return f"{r.milliseconds:.1f}" if r else "-"
+
+    for (shape, k, dtype), group in by.items():
+        fast_xla, fast_jax = group.get(("xla", "auto")), group.get(("jax", "auto"))
+        ratio = (
+            f"{fast_jax.milliseconds / fast_xla.milliseconds:.2f}" if fast_xla and fast_jax else "-"
+        )
+        rows.append(
+            f"| {shape} | {k} | {dtype} | {ms(group, 'tf', 'auto')} | "
+            f"{ms(group, 'xla', 'auto')} | {ms(group, 'jax', 'auto')} | "
+            f"{ms(group, 'xla', 'reference')} | {ms(group, 'jax', 'reference')} | "
+            f"{ms(group, 'xla', 'conv3x3')} | {ms(group, 'jax', 'conv3x3')} | {ratio} |"
+        )
+    return "\n".join(rows)
 
 
 @dataclasses.dataclass
@@ -183,11 +291,15 @@ def run(configs, jit_modes=(False, True), repeats=3, log=print):
 
 
 def machine_description():
-    import os
+    try:
+        import jax
 
+        jax_version = f", JAX {jax.__version__}"
+    except ImportError:
+        jax_version = ""
     return (
-        f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, "
-        f"Keras {keras.__version__}, Python {platform.python_version()}"
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}"
+        f"{jax_version}, Keras {keras.__version__}, Python {platform.python_version()}"
     )
 
 
@@ -200,6 +312,8 @@ def markdown_table(results):
     ]
     groups = {}
     for r in results:
+        if r.backend != "tensorflow":
+            continue
         groups.setdefault((r.shape, r.kernel_size, r.dtype, r.jit_compile), {})[r.contender] = r
     for (shape, k, dtype, jit), by in groups.items():
         fast, ref, conv = by["auto"], by["reference"], by["conv3x3"]
@@ -221,7 +335,11 @@ def plot(results, path):
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, jit in zip(axes, (False, True), strict=True):
-        chosen = [r for r in results if r.jit_compile == jit and r.dtype == "float32"]
+        chosen = [
+            r
+            for r in results
+            if r.jit_compile == jit and r.dtype == "float32" and r.backend == "tensorflow"
+        ]
         labels = []
         for r in chosen:
             label = f"{r.shape[1]}x{r.shape[1]}x{r.shape[2]}\nk={r.kernel_size}"
@@ -261,6 +379,14 @@ def write_report(results, markdown_path, png_path=None, extra=""):
         "TensorFlow's allocator during the step, above what was allocated before it.\n\n"
         + markdown_table(results)
         + "\n"
+        + (
+            "\n## TensorFlow and JAX\n\nThe same steps under each Keras backend: TensorFlow "
+            "as a graph (`TF`) and with XLA (`TF+XLA`), JAX under `jax.jit`.\n\n"
+            + backend_table(results)
+            + "\n"
+            if any(r.backend == "jax" for r in results)
+            else ""
+        )
         + extra
     )
     with open(markdown_path, "w") as f:

@@ -51,6 +51,34 @@ def _positive_float(text):
     return value
 
 
+def _int_list(text):
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from None
+
+
+BACKENDS = ("tensorflow", "jax")
+
+
+def _backend_list(text):
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected backends among {', '.join(BACKENDS)}, got {text!r}"
+        )
+    return names
+
+
+def _default_backends():
+    import importlib.util
+
+    return tuple(b for b in BACKENDS if importlib.util.find_spec(b) is not None)
+
+
 def _attention_stages(text):
     if text.strip().lower() in ("", "none"):
         return ()
@@ -475,9 +503,19 @@ def _add_train_parser(commands):
 def _bench(args):
     from keras_sasa import benchmark
 
+    import keras
+
     os.makedirs(args.output_dir, exist_ok=True)
     jit_modes = (False,) if args.no_jit else (False, True)
-    results = benchmark.run(benchmark.default_configs(args.quick), jit_modes, args.repeats)
+    if keras.backend.backend() == "jax":
+        jit_modes = (True,)  # JAX always compiles.
+    configs = benchmark.default_configs(args.quick)
+    if args.kernel_sizes:
+        configs = [c for c in configs if c[1] in args.kernel_sizes]
+    results = benchmark.run(configs, jit_modes, args.repeats)
+    others = [b for b in args.backends if b != keras.backend.backend()]
+    for backend in others:
+        results += benchmark.run_in_backend(backend, configs, args.repeats)
     extra = ""
     if not args.no_models:
         models = benchmark.run_models(jit_modes=jit_modes, repeats=args.repeats)
@@ -605,6 +643,19 @@ def build_parser():
     bench.add_argument("--no-jit", action="store_true", help="skip jit_compile=True")
     bench.add_argument("--no-models", action="store_true", help="skip the ResNet-26 comparison")
     bench.add_argument("--repeats", type=_positive_int, default=3)
+    bench.add_argument(
+        "--kernel-sizes",
+        type=_int_list,
+        default=None,
+        help="only these kernel sizes, e.g. 7 or 3,7 (default: all)",
+    )
+    bench.add_argument(
+        "--backends",
+        type=_backend_list,
+        default=_default_backends(),
+        help="Keras backends to measure, e.g. tensorflow,jax (default: tensorflow, and jax "
+        "if it is installed); the others than KERAS_BACKEND run in a subprocess",
+    )
     bench.add_argument("--output-dir", default="benchmark_results")
     bench.set_defaults(run=_bench)
 
