@@ -23,6 +23,8 @@ import pytest  # noqa: E402
 def _reset_keras_state():
     """Each test starts from float32 and fresh layer names."""
     keras.mixed_precision.set_global_policy("float32")
-    keras.utils.clear_session()
+    # No gc.collect() (free_memory=False): with the heap of a whole suite it takes a second
+    # a test; Python collects on its own.
+    keras.utils.clear_session(free_memory=False)
     yield
     keras.mixed_precision.set_global_policy("float32")

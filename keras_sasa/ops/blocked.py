@@ -31,10 +31,10 @@ def _pad_to(x, axis, before, total):
 def _take(x, axis, start, size):
     """`size` entries of `x` from `start` along `axis` (a slice, whose gradient on
     TensorFlow is a pad: cheaper than a strided slice's)."""
-    rank = len(x.shape)
-    starts = [0] * rank
+    starts = [0] * len(x.shape)
     starts[axis] = start
-    sizes = [-1] * rank
+    # Sizes spelled out: the PyTorch backend takes no -1 for "the rest".
+    sizes = list(ops.shape(x))
     sizes[axis] = size
     return ops.slice(x, starts, sizes)
 
@@ -132,7 +132,7 @@ def _grids_to_space(x, d, height, width):
     x = ops.reshape(x, (d, d, -1, rows, cols, channels))
     x = ops.transpose(x, (2, 3, 0, 4, 1, 5))
     x = ops.reshape(x, (-1, rows * d, cols * d, channels))
-    return ops.slice(x, [0, 0, 0, 0], [-1, height, width, -1])
+    return _take(_take(x, 1, 0, height), 2, 0, width)
 
 
 def local_attention_blocked(
@@ -306,7 +306,7 @@ def _from_blocks(out, q, b):
     out = ops.reshape(out, (-1, nbh, nbw, b, b, value_dim))
     out = ops.transpose(out, (0, 1, 3, 2, 4, 5))
     out = ops.reshape(out, (-1, num_heads, nbh * b, nbw * b, value_dim))
-    out = ops.slice(out, [0, 0, 0, 0, 0], [-1, -1, height, width, -1])
+    out = _take(_take(out, 2, 0, height), 3, 0, width)
     out = ops.transpose(out, (0, 2, 3, 1, 4))
     # A reshape that changes nothing but restores the static head and channel sizes.
     return ops.reshape(out, (-1, height, width, num_heads, value_dim))
