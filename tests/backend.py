@@ -11,6 +11,11 @@ def numpy(x):
     return ops.convert_to_numpy(x)
 
 
+def dtype(x):
+    """The dtype of a tensor of any backend, as a string ("float32")."""
+    return keras.backend.standardize_dtype(x.dtype)
+
+
 def gradients(loss_fn, inputs):
     """The gradients of the scalar `loss_fn(*inputs)` with respect to `inputs`, as NumPy."""
     inputs = [ops.convert_to_tensor(x) for x in inputs]

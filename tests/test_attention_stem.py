@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from backend import numpy
 import keras_sasa
 from backend import gradients
 from keras_sasa.layers.attention_stem import mixture_weights
@@ -28,7 +29,7 @@ def _weights(layer):
         "column_embeddings",
         "mixture_embeddings",
     )
-    return [np.asarray(getattr(layer, n).value).astype("float64") for n in names]
+    return [numpy(getattr(layer, n).value).astype("float64") for n in names]
 
 
 @pytest.mark.parametrize("window", ["block", "sliding"])
@@ -38,7 +39,7 @@ def _weights(layer):
 def test_matches_numpy_loop_reference(window, height, width, kernel_size):
     x = np.random.default_rng(1).normal(size=(2, height, width, 3)).astype("float32")
     layer = _stem(filters=8, kernel_size=kernel_size, num_heads=2, num_mixtures=3, window=window)
-    got = np.asarray(layer(x))
+    got = numpy(layer(x))
     want = attention_stem_loops(
         x.astype("float64"), *_weights(layer), num_heads=2, kernel_size=kernel_size, window=window
     )
@@ -49,7 +50,7 @@ def test_matches_numpy_loop_reference(window, height, width, kernel_size):
 def test_unscaled_logits_match_reference(window):
     x = np.random.default_rng(2).normal(size=(1, 6, 6, 4)).astype("float32")
     layer = _stem(filters=8, num_heads=4, window=window, scale_logits=False)
-    got = np.asarray(layer(x))
+    got = numpy(layer(x))
     want = attention_stem_loops(
         x.astype("float64"), *_weights(layer), num_heads=4, kernel_size=4, window=window, scale=1.0
     )
@@ -92,14 +93,14 @@ def test_block_window_is_aligned_with_the_max_pool():
     pool = keras.layers.MaxPooling2D(4)
     changed = x.copy()
     changed[0, 4:8, 4:8] += 1.0
-    diff = np.abs(np.asarray(pool(layer(changed)) - pool(layer(x)))).sum(-1)
+    diff = np.abs(numpy(pool(layer(changed)) - pool(layer(x)))).sum(-1)
     np.testing.assert_array_equal(diff[0] > 0, [[False, False, False], [False, True, False]])
 
 
 def test_mixture_weights_are_a_softmax_over_components_per_position():
     rng = np.random.default_rng(5)
     row, col, nu = rng.normal(size=(4, 6)), rng.normal(size=(4, 6)), rng.normal(size=(3, 6))
-    p = np.asarray(mixture_weights(row, col, nu))
+    p = numpy(mixture_weights(row, col, nu))
     assert p.shape == (4, 4, 3)
     logits = np.einsum("abd,md->abm", row[:, None] + col[None, :], nu)
     want = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
@@ -110,12 +111,12 @@ def test_value_depends_on_position_in_the_window():
     """A constant image still gives different outputs at different block positions: the
     position enters through the value mixture (the point of spatially-aware values)."""
     layer = _stem(filters=8, kernel_size=4, num_heads=2)
-    y = np.asarray(layer(np.ones((1, 4, 4, 3), "float32")))[0]
+    y = numpy(layer(np.ones((1, 4, 4, 3), "float32")))[0]
     # Uniform attention over one block: every pixel of the block gets the same output...
     np.testing.assert_allclose(y, np.broadcast_to(y[0, 0], y.shape), atol=1e-6)
     # ...which is the mean over the 16 positions of the mixed values, not a single W_V x.
     wq, wk, wv, row, col, nu = _weights(layer)
-    p = np.asarray(mixture_weights(row, col, nu))
+    p = numpy(mixture_weights(row, col, nu))
     mixed = np.einsum("abm,mcf->abcf", p, wv)
     np.testing.assert_allclose(y[0, 0], np.ones(3) @ mixed.mean((0, 1)), atol=1e-5)
     assert np.abs(np.ones(3) @ (mixed[0, 0] - mixed[3, 3])).max() > 1e-3
@@ -131,7 +132,7 @@ def test_strides_average_pool_the_stride_one_output():
     want = keras.ops.average_pool(full, 2, 2, padding="same")
     got = strided(x)
     assert tuple(got.shape) == (2, 4, 4, 8)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
+    np.testing.assert_allclose(numpy(got), numpy(want), atol=1e-6)
 
 
 @pytest.mark.parametrize("window", ["block", "sliding"])
@@ -233,7 +234,7 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
 def test_mixed_precision(policy, window):
     x = np.random.default_rng(8).normal(size=(2, 8, 8, 3)).astype("float32")
     reference = _stem(filters=8, num_heads=2, window=window)
-    want = np.asarray(reference(x))
+    want = numpy(reference(x))
     keras.mixed_precision.set_global_policy(policy)
     layer = _stem(filters=8, num_heads=2, window=window)
     layer.build(x.shape)
@@ -241,7 +242,7 @@ def test_mixed_precision(policy, window):
     got = layer(x)
     assert all(w.dtype == "float32" for w in layer.weights)
     assert keras.backend.standardize_dtype(got.dtype) == policy.split("_")[1]
-    got = np.asarray(keras.ops.cast(got, "float32"))
+    got = numpy(keras.ops.cast(got, "float32"))
     np.testing.assert_allclose(got, want, atol=0.05 * np.abs(want).max())
 
 
@@ -250,7 +251,7 @@ def test_float16_logits_do_not_overflow():
     and softmax run in float32, so the output stays finite."""
     keras.mixed_precision.set_global_policy("mixed_float16")
     layer = keras_sasa.AttentionStem2D(8, num_heads=2, kernel_initializer="ones")
-    y = np.asarray(layer(np.full((1, 4, 4, 3), 100.0, "float32")))
+    y = numpy(layer(np.full((1, 4, 4, 3), 100.0, "float32")))
     assert np.isfinite(y).all()
     np.testing.assert_allclose(y.astype("float32"), 300.0, rtol=1e-3)
 
@@ -263,6 +264,6 @@ def test_jit_compiled_model_matches_eager_and_trains(window):
     h = _stem(filters=8, num_heads=2, window=window)(inputs)
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(h))
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=True)
-    np.testing.assert_allclose(model.predict(x, verbose=0), np.asarray(model(x)), atol=1e-5)
+    np.testing.assert_allclose(model.predict(x, verbose=0), numpy(model(x)), atol=1e-5)
     losses = model.fit(x, y, epochs=3, verbose=0).history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]

@@ -11,6 +11,7 @@ from keras import ops
 import keras_sasa
 from backend import gradients
 from backend import jit
+from backend import dtype
 from backend import numpy
 from backend import run
 from keras_sasa import LocalSelfAttention2D
@@ -241,12 +242,12 @@ def test_mixed_precision(policy):
     layer.set_weights(reference.get_weights())
     assert all(w.dtype == "float32" for w in layer.weights)
     out = layer(x)
-    assert out.dtype == keras.mixed_precision.global_policy().compute_dtype
+    assert dtype(out) == keras.mixed_precision.global_policy().compute_dtype
     tolerance = 0.05 if policy == "mixed_float16" else 0.3
-    np.testing.assert_allclose(np.asarray(out, "float32"), expected, atol=tolerance)
+    np.testing.assert_allclose(numpy(out).astype("float32"), expected, atol=tolerance)
     # Logits of this size overflow float16 (max 65504); softmax in float32 stays finite.
     huge = layer(x * 300.0)
-    assert np.isfinite(np.asarray(huge, "float32")).all()
+    assert np.isfinite(numpy(huge).astype("float32")).all()
 
 
 @pytest.mark.parametrize(
@@ -304,7 +305,7 @@ def test_unrolled_layer_matches_paper_equation(case):
         **extra,
     )
     x = random_images(shape)
-    np.testing.assert_allclose(np.asarray(layer(x)), layer_by_loops(layer, x), atol=1e-5)
+    np.testing.assert_allclose(numpy(layer(x)), layer_by_loops(layer, x), atol=1e-5)
 
 
 def test_attention_scores_are_full_resolution_beside_the_pooled_outputs():
@@ -312,15 +313,15 @@ def test_attention_scores_are_full_resolution_beside_the_pooled_outputs():
     x = random_images((2, 7, 6, 3))
     out, scores = layer(x, return_attention_scores=True)
     assert tuple(scores.shape) == (2, 7, 6, 2, 3, 3)
-    assert scores.dtype == "float32"
+    assert dtype(scores) == "float32"
     assert tuple(out.shape) == (2, 4, 3, 8)
-    np.testing.assert_allclose(np.asarray(out), np.asarray(layer(x)), atol=1e-6)
+    np.testing.assert_allclose(numpy(out), numpy(layer(x)), atol=1e-6)
 
 
 def test_attention_scores_sum_to_one_and_are_zero_outside_the_image():
     layer = LocalSelfAttention2D(4, 5, 2, dilation_rate=2, border="mask")
     _, scores = layer(random_images((1, 6, 6, 3)), return_attention_scores=True)
-    scores = np.asarray(scores)[0]
+    scores = numpy(scores)[0]
     np.testing.assert_allclose(scores.sum(axis=(-1, -2)), 1.0, atol=1e-6)
     # Pixel (1, 4): row offsets -2 and -1 (times dilation 2) reach rows -3 and -1, column
     # offsets +1 and +2 reach columns 6 and 8, all outside; the other 3 x 3 are inside.
@@ -342,8 +343,8 @@ def test_attention_scores_equal_the_reference_implementations():
     layers["reference"].set_weights(layers["auto"].get_weights())
     out, scores = layers["auto"](x, return_attention_scores=True)
     ref_out, ref_scores = layers["reference"](x, return_attention_scores=True)
-    np.testing.assert_allclose(np.asarray(scores), np.asarray(ref_scores), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(out), np.asarray(ref_out), atol=1e-5)
+    np.testing.assert_allclose(numpy(scores), numpy(ref_scores), atol=1e-5)
+    np.testing.assert_allclose(numpy(out), numpy(ref_out), atol=1e-5)
 
 
 def test_functional_model_returns_outputs_and_attention_scores():
@@ -356,13 +357,13 @@ def test_functional_model_returns_outputs_and_attention_scores():
     x = random_images((2, 5, 6, 3))
     got_outputs, got_scores = model.predict(x, verbose=0)
     assert got_scores.shape == (2, 5, 6, 2, 3, 3)
-    np.testing.assert_allclose(got_outputs, np.asarray(layer(x)), atol=1e-6)
+    np.testing.assert_allclose(got_outputs, numpy(layer(x)), atol=1e-6)
 
 
 def test_attention_scores_stay_float32_under_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
     layer = LocalSelfAttention2D(8, 3, 2)
     out, scores = layer(random_images((1, 5, 5, 3)), return_attention_scores=True)
-    assert out.dtype == "float16"
-    assert scores.dtype == "float32"
-    np.testing.assert_allclose(np.asarray(scores).sum(axis=(-1, -2)), 1.0, atol=1e-6)
+    assert dtype(out) == "float16"
+    assert dtype(scores) == "float32"
+    np.testing.assert_allclose(numpy(scores).sum(axis=(-1, -2)), 1.0, atol=1e-6)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from backend import numpy
 import keras_sasa
 from keras_sasa import models
 from keras_sasa.models import paper
@@ -354,7 +355,7 @@ def test_weights_argument_loads_a_weights_file(tmp_path):
     path = str(tmp_path / "tiny.weights.h5")
     model.save_weights(path)
     loaded = _tiny(stem="attention_small", weights=path)
-    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    np.testing.assert_array_equal(numpy(loaded(x)), numpy(model(x)))
 
 
 def test_keras_file_round_trip_in_safe_mode(tmp_path):
@@ -364,7 +365,7 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert isinstance(loaded.get_layer("conv1_attn"), keras_sasa.AttentionStem2D)
-    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    np.testing.assert_array_equal(numpy(loaded(x)), numpy(model(x)))
 
 
 # XLA compiles take many seconds on a shared 2-core CPU: the jit tests use a two-group
@@ -390,10 +391,10 @@ def test_jit_compiled_fit_trains():
     model = _two_groups()
     assert len(_attention_layers(model)) == 2
     model.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy", jit_compile=True)
-    before = [np.asarray(w) for w in model.trainable_weights]
+    before = [numpy(w) for w in model.trainable_weights]
     history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
-    after = [np.asarray(w) for w in model.trainable_weights]
+    after = [numpy(w) for w in model.trainable_weights]
     assert all(not np.array_equal(b, a) for b, a in zip(before, after))
 
 
@@ -407,7 +408,7 @@ def test_mixed_precision_forward(policy):
         keras.backend.standardize_dtype(model.get_layer("conv5_block1_out").output.dtype)
         == (policy.split("_")[1])
     )
-    probs = np.asarray(model(x))
+    probs = numpy(model(x))
     assert probs.dtype == np.float32 and np.isfinite(probs).all()
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
 
@@ -419,4 +420,4 @@ def test_mixed_float16_jit_fit():
     model.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy", jit_compile=True)
     history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
-    assert all(np.isfinite(np.asarray(w)).all() for w in model.weights)
+    assert all(np.isfinite(numpy(w)).all() for w in model.weights)
