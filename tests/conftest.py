@@ -28,3 +28,13 @@ def _reset_keras_state():
     keras.utils.clear_session(free_memory=False)
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory):
+    """A TFDS data directory holding the offline digits data set, built once."""
+    from keras_sasa import data
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    data.dataset_info("digits", data_dir=data_dir, download=True)
+    return data_dir

@@ -11,7 +11,6 @@ import pytest
 
 from backend import BACKEND
 from keras_sasa import LocalSelfAttention2D
-from keras_sasa import data
 from keras_sasa import distribute
 from keras_sasa import training
 
@@ -78,11 +77,9 @@ def test_data_parallel_fit_equals_one_device():
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_train_command_runs_on_jax_with_data_parallel(tmp_path):
-    data_dir = str(tmp_path / "tfds")
-    data.dataset_info("digits", data_dir=data_dir, download=True)
+def test_train_command_runs_on_jax_with_data_parallel(tmp_path, digits_dir):
     config = training.TrainConfig(
-        data_dir=data_dir,
+        data_dir=digits_dir,
         output_dir=str(tmp_path / "run"),
         train_split="train[:128]",
         test_split="test[:64]",

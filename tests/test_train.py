@@ -32,13 +32,6 @@ SUBPROCESS_TIMEOUT_S = 240
 
 
 @pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory):
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    data.dataset_info("digits", data_dir=data_dir, download=True)
-    return data_dir
-
-
-@pytest.fixture(scope="module")
 def compared_run(digits_dir, tmp_path_factory):
     """Two epochs of a tiny SASA-ResNet-26 and its conv baseline; (config, results, logs)."""
     output_dir = str(tmp_path_factory.mktemp("run"))

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from keras_sasa import cli
-from keras_sasa import data
 from keras_sasa import training
 from keras_sasa import tuning
 from keras_sasa.layers import LocalSelfAttention2D
@@ -44,13 +43,6 @@ SPACE_ARGS = [
 
 def tiny_config(data_dir, **changes):
     return training.TrainConfig(data_dir=data_dir, epochs=1, batch_size=128, verbose=0, **changes)
-
-
-@pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory):
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    data.dataset_info("digits", data_dir=data_dir, download=True)
-    return data_dir
 
 
 @pytest.fixture(scope="module")

@@ -86,19 +86,7 @@ def local_attention(
         fn = local_attention_unrolled
     else:
         fn = local_attention_blocked
-    if return_attention_scores:
-        return fn(
-            query,
-            key,
-            value,
-            row_embeddings,
-            column_embeddings,
-            kernel_size,
-            dilation_rate=dilation_rate,
-            border=border,
-            scale=scale,
-            return_attention_scores=True,
-        )
+    extra = {"return_attention_scores": True} if return_attention_scores else {}
     return fn(
         query,
         key,
@@ -109,4 +97,5 @@ def local_attention(
         dilation_rate=dilation_rate,
         border=border,
         scale=scale,
+        **extra,
     )

@@ -48,6 +48,22 @@ def write_json_atomically(path, value):
     replace_atomically(path, write)
 
 
+def read_json(path, start_over="start over"):
+    """The JSON value in `path`, or None if there is no such file.
+
+    Raises:
+        ValueError: the file is not JSON; the message names it and says to delete it to
+            `start_over`.
+    """
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except ValueError as error:
+        raise ValueError(f"Cannot read {path}: {error}. Delete it to {start_over}.") from None
+
+
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """`keras.callbacks.BackupAndRestore` whose backup files are replaced atomically.
 

@@ -24,7 +24,6 @@ and saves). A run whose `results.json` exists is finished: starting it again rep
 stored results and trains nothing.
 """
 
-import json
 import math
 import os
 import shutil
@@ -243,7 +242,7 @@ def train_run(config, info, strategy, run_dir, log=print):
         The run's results (the content of its `results.json`).
     """
     results_path = os.path.join(run_dir, RESULTS_FILE)
-    finished = _read_json(results_path)
+    finished = run_callbacks.read_json(results_path, "start the run over")
     if finished is not None:
         _check_same_run(finished.get("config", {}), config, run_dir)
         log(
@@ -257,7 +256,7 @@ def train_run(config, info, strategy, run_dir, log=print):
     train_data, test_data, steps_per_epoch = make_datasets(config, info, strategy)
     config = with_run_length(config, steps_per_epoch)
     config_path = os.path.join(run_dir, CONFIG_FILE)
-    stored = _read_json(config_path)
+    stored = run_callbacks.read_json(config_path, "start the run over")
     if stored is not None:
         _check_same_run(stored, config, run_dir)
     chief = _is_chief(strategy)
@@ -388,16 +387,6 @@ def _single_device(strategy):
     return strategy.num_replicas_in_sync == 1 and not isinstance(
         strategy, tf.distribute.TPUStrategy
     )
-
-
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-    except ValueError as error:
-        raise ValueError(f"Cannot read {path}: {error}. Delete it to start the run over.") from None
 
 
 def _check_same_run(stored, config, run_dir):

@@ -204,7 +204,7 @@ def search(
         for name in (SETTINGS_FILE, RESULTS_FILE):
             if os.path.exists(os.path.join(output_dir, name)):
                 os.remove(os.path.join(output_dir, name))
-    stored = _read_json(settings_path)
+    stored = run_callbacks.read_json(settings_path)
     if stored is not None:
         _check_same_search(stored, settings, output_dir)
     elif os.path.exists(os.path.join(output_dir, PROJECT_NAME)):
@@ -334,16 +334,6 @@ def _start_order(oracle):
 def _finished_trials(tuner):
     finished = ("COMPLETED", "FAILED", "INVALID")
     return sum(trial.status in finished for trial in tuner.oracle.trials.values())
-
-
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-    except ValueError as error:
-        raise ValueError(f"Cannot read {path}: {error}. Delete it to start over.") from None
 
 
 def _check_same_search(stored, settings, output_dir):
