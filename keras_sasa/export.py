@@ -9,9 +9,8 @@
   softmax.
 - `with_implementation`: that clone, useful on its own (e.g. to compare implementations).
 
-`AttentionStem2D` does not convert to builtins: its block window reshapes to 6-D and 7-D
-tensors and multiplies them with a rank-6 BatchMatMul (its sliding window stacks 6-D
-tensors), so models with the attention stem need `stem="conv"` or `"conv_small"` for TFLite.
+`AttentionStem2D` converts as it is: both of its windows keep tensors within 6 dimensions
+and products within rank 4.
 """
 
 import os

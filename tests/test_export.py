@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_sasa
 from keras_sasa import LocalSelfAttention2D
 from keras_sasa import cli
 from keras_sasa import export
@@ -104,6 +105,18 @@ def test_tflite_graph_holds_only_builtin_ops(blocked_model_and_tflite):
     names = {op["op_name"] for op in interpreter._get_ops_details()}
     assert "SOFTMAX" in names and "PAD" in names
     assert not any(name.startswith("Flex") or name == "CUSTOM" for name in names)
+
+
+@pytest.mark.parametrize("window", ["block", "sliding"])
+def test_attention_stem_converts_with_builtin_ops(window):
+    inputs = keras.Input((10, 10, 3))
+    x = keras_sasa.AttentionStem2D(8, kernel_size=4, num_heads=2, window=window)(inputs)
+    x = LocalSelfAttention2D(8, 3, 2)(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    x = images(2, (10, 10, 3))
+    np.testing.assert_allclose(
+        run_tflite(export.to_tflite(model), x), np.asarray(model(x)), atol=1e-4
+    )
 
 
 def test_tflite_names_the_ops_that_are_not_builtins():

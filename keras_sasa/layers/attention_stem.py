@@ -95,73 +95,85 @@ def stem_attention(
 
 
 def _block_attention(query, key, inputs, kernels, k):
-    """Attention inside the k x k blocks of the image (the paper's stem, Appendix A.1)."""
+    """Attention inside the k x k blocks of the image (the paper's stem, Appendix A.1).
+
+    Tensors stay within 6 dimensions and products within rank 4, so that the graph
+    converts to TFLite's builtin ops.
+    """
     shape = ops.shape(query)
     batch, height, width = shape[0], shape[1], shape[2]
-    num_heads = query.shape[3]
+    num_heads, key_dim = query.shape[3], query.shape[4]
     value_dim = kernels.shape[-1] // num_heads
     rows, cols = (height + k - 1) // k, (width + k - 1) // k
 
     def blocks(x):
-        # (n, H, W, ...) -> (n, rows, cols, k*k, ...), padding the image to whole blocks.
-        tail = list(x.shape[3:])
-        paddings = [[0, 0], [0, rows * k - height], [0, cols * k - width]]
-        x = ops.pad(x, paddings + [[0, 0]] * len(tail))
-        x = ops.reshape(x, (ops.shape(x)[0], rows, k, cols, k, *tail))
-        x = ops.transpose(x, (0, 1, 3, 2, 4, *range(5, 5 + len(tail))))
-        return ops.reshape(x, (ops.shape(x)[0], rows, cols, k * k, *tail))
+        # (n, H, W, C) -> (n * rows * cols, k*k, C), padding the image to whole blocks.
+        channels = x.shape[3]
+        x = ops.pad(x, [[0, 0], [0, rows * k - height], [0, cols * k - width], [0, 0]])
+        x = ops.reshape(x, (ops.shape(x)[0], rows, k, cols, k, channels))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        return ops.reshape(x, (-1, k * k, channels))
 
-    def by_head(x):  # (n, rows, cols, k*k, N, D) -> (n, rows, cols, N, k*k, D)
-        return ops.transpose(x, (0, 1, 2, 4, 3, 5))
+    def by_head(x, dim):  # (n, k*k, N * dim) -> (n, N, k*k, dim)
+        return ops.transpose(ops.reshape(x, (-1, k * k, num_heads, dim)), (0, 2, 1, 3))
 
-    q, kk = by_head(blocks(query)), by_head(blocks(key))
-    logits = ops.einsum("brcnpd,brcnqd->brcnpq", q, kk)  # (B, rows, cols, N, k*k, k*k)
-    inside = blocks(ops.ones((1, height, width), "float32"))  # (1, rows, cols, k*k)
-    logits += (1.0 - inside[:, :, :, None, None, :]) * MASKED
+    def flat(x):
+        return ops.reshape(x, (batch, height, width, num_heads * key_dim))
+
+    q, kk = by_head(blocks(flat(query)), key_dim), by_head(blocks(flat(key)), key_dim)
+    logits = ops.einsum("xnpd,xnqd->xnpq", q, kk)  # (B * rows * cols, N, k*k, k*k)
+    inside = blocks(ops.ones((1, height, width, 1), "float32"))  # (rows * cols, k*k, 1)
+    mask = ops.reshape((1.0 - inside) * MASKED, (1, rows * cols, 1, 1, k * k))
+    logits = ops.reshape(logits, (batch, rows * cols, num_heads, k * k, k * k)) + mask
     probs = ops.cast(softmax_last(logits), inputs.dtype)
+    probs = ops.reshape(probs, (-1, num_heads, k * k, k * k))
 
     # The value at block position p uses its own mixed matrix kernels[p].
-    values = ops.einsum("brcpx,pxf->brcpf", blocks(inputs), kernels)
-    values = ops.reshape(values, (batch, rows, cols, k * k, num_heads, value_dim))
-    out = ops.matmul(probs, by_head(values))  # (B, rows, cols, N, k*k, Dv)
-    out = ops.reshape(out, (batch, rows, cols, num_heads, k, k, value_dim))
-    out = ops.transpose(out, (0, 1, 4, 2, 5, 3, 6))
+    values = ops.einsum("xpc,pcf->xpf", blocks(inputs), kernels)
+    out = ops.matmul(probs, by_head(values, value_dim))  # (B * rows * cols, N, k*k, Dv)
+    out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (batch, rows, cols, k, k, -1))
+    out = ops.transpose(out, (0, 1, 3, 2, 4, 5))
     out = ops.reshape(out, (batch, rows * k, cols * k, num_heads, value_dim))
     return out[:, :height, :width]
 
 
 def _sliding_attention(query, key, inputs, kernels, k):
-    """Attention over the k x k window around every pixel, from shifted slices."""
+    """Attention over the k x k window around every pixel, from shifted slices.
+
+    Tensors stay within 5 dimensions and products within rank 4 (TFLite builtins).
+    """
     shape = ops.shape(query)
     batch, height, width = shape[0], shape[1], shape[2]
-    num_heads = query.shape[3]
+    num_heads, key_dim = query.shape[3], query.shape[4]
     value_dim = kernels.shape[-1] // num_heads
     before = -window_offsets(k)[0]
     after = k - 1 - before
 
     def pad(x):
-        spatial = [[0, 0], [before, after], [before, after]]
-        return ops.pad(x, spatial + [[0, 0]] * (len(x.shape) - 3))
+        return ops.pad(x, [[0, 0], [before, after], [before, after], [0, 0]])
 
     def shifted(x, a, b):  # window row a, column b: offsets (a - before, b - before)
         return x[:, a : a + height, b : b + width]
 
     def window(x):
-        # (n, H + k - 1, W + k - 1, ...) -> (n, H, W, k*k, ...): the k*k shifted copies.
+        # (n, H + k - 1, W + k - 1, C) -> (n, H, W, k*k, C): the k*k shifted copies.
         return ops.stack([shifted(x, a, b) for a in range(k) for b in range(k)], axis=3)
 
-    keys = window(pad(key))  # (B, H, W, k*k, N, D)
-    logits = ops.einsum("bhwnd,bhwpnd->bhwnp", query, keys)
-    outside = 1.0 - window(pad(ops.ones((1, height, width), "float32")))  # (1, H, W, k*k)
-    logits += outside[:, :, :, None, :] * MASKED
+    keys = window(pad(ops.reshape(key, (batch, height, width, num_heads * key_dim))))
+    keys = ops.reshape(keys, (-1, k * k, num_heads, key_dim))
+    logits = ops.einsum("xnd,xpnd->xnp", ops.reshape(query, (-1, num_heads, key_dim)), keys)
+    outside = 1.0 - window(pad(ops.ones((1, height, width, 1), "float32")))  # (1, H, W, k*k, 1)
+    mask = ops.reshape(outside * MASKED, (1, height * width, 1, k * k))
+    logits = ops.reshape(logits, (batch, height * width, num_heads, k * k)) + mask
     probs = ops.cast(softmax_last(logits), inputs.dtype)
     # Every pixel's value under each of the k*k window positions' matrices, then for
     # window position p the neighbour's value under matrix p.
     all_values = ops.einsum("bhwc,pcf->bhwpf", pad(inputs), kernels)
     values = [shifted(all_values, a, b)[:, :, :, a * k + b] for a in range(k) for b in range(k)]
-    values = ops.stack(values, axis=3)
-    values = ops.reshape(values, (batch, height, width, k * k, num_heads, value_dim))
-    return ops.einsum("bhwnp,bhwpnd->bhwnd", probs, values)
+    values = ops.reshape(ops.stack(values, axis=3), (-1, k * k, num_heads, value_dim))
+    probs = ops.reshape(probs, (-1, num_heads, k * k))
+    out = ops.einsum("xnp,xpnd->xnd", probs, values)
+    return ops.reshape(out, (batch, height, width, num_heads, value_dim))
 
 
 @keras.saving.register_keras_serializable(package="keras_sasa")
