@@ -9,6 +9,7 @@ and a non-zero exit code.
 """
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -561,11 +562,41 @@ def _export(args):
     from keras_sasa import export
 
     model = _load_model(args.model)
-    if args.format == "saved_model":
-        export.save_model(model, args.output)
-    else:
-        export.to_tflite(model, args.output)
+    log_path = os.fspath(args.output).rstrip("/\\") + ".log"
+    try:
+        # The exporter and the converter talk at length on stdout and stderr (from C++
+        # too); their words go to a log, and the command says one line.
+        with _output_to(log_path):
+            if args.format == "saved_model":
+                export.save_model(model, args.output)
+            else:
+                export.to_tflite(model, args.output)
+    except (ValueError, TypeError, OSError) as error:
+        raise type(error)(f"{error} (the exporter's log: {log_path})") from None
+    os.remove(log_path)
     print(f"Wrote {args.format} {args.output}")
+
+
+@contextlib.contextmanager
+def _output_to(path):
+    """Sends this process's stdout and stderr (file descriptors 1 and 2) to `path`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(path, "w") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for fd in saved:
+            os.close(fd)
 
 
 def _add_export_parser(commands):
