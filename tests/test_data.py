@@ -212,9 +212,8 @@ def test_mnist_training_crops_but_never_flips(tmp_path):
 
 
 def test_digits_are_shifted_by_at_most_one_pixel_and_never_flipped(digits_dir):
-    raw_images, _ = read_split(digits_dir, "train")
-    images, _ = unbatch(
-        data.load_dataset(
+    def augmented(**options):
+        batch = data.load_dataset(
             "digits",
             "train",
             100,
@@ -222,26 +221,19 @@ def test_digits_are_shifted_by_at_most_one_pixel_and_never_flipped(digits_dir):
             training=True,
             seed=5,
             shuffle_buffer=1,
+            **options,
         )
-    )
+        return unbatch(batch)[0]
+
+    raw_images, _ = read_split(digits_dir, "train")
+    images = augmented()
     originals = scaled(raw_images[: len(images)])
     unflipped = [crop_matches(o, a, 1, flips=(False,)) for o, a in zip(originals, images)]
     assert all(unflipped)  # Every image is a shifted original, none needs a flip.
     assert np.mean([(0, 0, False) not in m for m in unflipped]) > 0.5
 
     # Forcing flips shows the check above would see them: many digits then need one.
-    forced, _ = unbatch(
-        data.load_dataset(
-            "digits",
-            "train",
-            100,
-            data_dir=digits_dir,
-            training=True,
-            seed=5,
-            shuffle_buffer=1,
-            flip=True,
-        )
-    )
+    forced = augmented(flip=True)
     unexplained = [not crop_matches(o, a, 1, flips=(False,)) for o, a in zip(originals, forced)]
     assert np.mean(unexplained) > 0.3
 

@@ -18,7 +18,6 @@ import pytest
 import tensorflow as tf
 
 import multi_worker_fit
-from keras_sasa import data
 from keras_sasa import distribute
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,13 +31,6 @@ TOLERANCE = 1e-5
 
 def two_cpu_mirrored():
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-
-
-@pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory):
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    data.dataset_info("digits", data_dir=data_dir, download=True)
-    return data_dir
 
 
 def fit_single_device(data_dir, epochs=multi_worker_fit.EPOCHS):
