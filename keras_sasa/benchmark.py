@@ -10,6 +10,7 @@ with and without XLA, and reports the allocator's peak memory; JAX runs it under
 another backend in a subprocess, for the side-by-side table (`backend_table`).
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -61,14 +62,33 @@ def _peak_mib(step, x):
     return (tf.config.experimental.get_memory_info(device)["peak"] - before) / 2**20
 
 
+@contextlib.contextmanager
+def _dtype_policy(dtype):
+    """Layers built inside compute in `dtype` ("float32" or "bfloat16")."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if dtype == "bfloat16" else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _median_ms(run, repeats):
+    """Median wall time of `run()` over `repeats` calls, in milliseconds."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
 def measure(contender, shape, kernel_size, jit_compile, dtype="float32", repeats=3):
     """Median milliseconds and peak extra memory (MiB) of one layer training step."""
     if keras.backend.backend() == "jax":
         return _measure_jax(contender, shape, kernel_size, dtype, repeats)
     batch, size, channels = shape
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if dtype == "bfloat16" else "float32")
-    try:
+    with _dtype_policy(dtype):
         layer = _layer(contender, channels, kernel_size)
         x = tf.random.normal((batch, size, size, channels))
         layer.build(x.shape)
@@ -82,18 +102,14 @@ def measure(contender, shape, kernel_size, jit_compile, dtype="float32", repeats
                 loss = tf.reduce_mean(y * y)
             return [tf.convert_to_tensor(g) for g in tape.gradient(loss, [x, *weights])]
 
-        for g in step(x):  # trace and compile
-            g.numpy()
-        peak = _peak_mib(step, x)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
+        def run():
             for g in step(x):
                 g.numpy()
-            times.append((time.perf_counter() - start) * 1000)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
-    return Result(shape, kernel_size, dtype, jit_compile, contender, statistics.median(times), peak)
+
+        run()  # trace and compile
+        peak = _peak_mib(step, x)
+        milliseconds = _median_ms(run, repeats)
+    return Result(shape, kernel_size, dtype, jit_compile, contender, milliseconds, peak)
 
 
 def _measure_jax(contender, shape, kernel_size, dtype, repeats):
@@ -102,9 +118,7 @@ def _measure_jax(contender, shape, kernel_size, dtype, repeats):
     import jax.numpy as jnp
 
     batch, size, channels = shape
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if dtype == "bfloat16" else "float32")
-    try:
+    with _dtype_policy(dtype):
         layer = _layer(contender, channels, kernel_size)
         x = jax.random.normal(jax.random.key(0), (batch, size, size, channels))
         layer.build(x.shape)
@@ -117,17 +131,13 @@ def _measure_jax(contender, shape, kernel_size, dtype, repeats):
             return jnp.mean(y * y)
 
         step = jax.jit(jax.grad(loss, argnums=(0, 1)))
-        jax.block_until_ready(step(trainable, x))  # trace and compile
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
+
+        def run():
             jax.block_until_ready(step(trainable, x))
-            times.append((time.perf_counter() - start) * 1000)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
-    return Result(
-        shape, kernel_size, dtype, True, contender, statistics.median(times), math.nan, "jax"
-    )
+
+        run()  # trace and compile
+        milliseconds = _median_ms(run, repeats)
+    return Result(shape, kernel_size, dtype, True, contender, milliseconds, math.nan, "jax")
 
 
 _RESULTS_MARK = "keras_sasa.benchmark results: "
@@ -225,12 +235,7 @@ def measure_model(attention, stem, size, batch, jit_compile, repeats=3):
     x = tf.random.normal((batch, size, size, 3))
     y = tf.zeros((batch,), "int32")
     model.train_on_batch(x, y)  # trace and compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        times.append(time.perf_counter() - start)
-    return batch / statistics.median(times)
+    return batch / (_median_ms(lambda: model.train_on_batch(x, y), repeats) / 1000)
 
 
 def run_models(configs=MODEL_CONFIGS, jit_modes=(False, True), repeats=3, log=print):
