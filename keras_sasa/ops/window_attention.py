@@ -16,12 +16,13 @@ Each head uses the first `row_dim` channels of its query against the row offset 
 rest against the column offset b-j. Entry 0 of a table is the offset -(kernel_size // 2).
 
 Three exact implementations:
-- `local_attention_reference`: the literal algorithm on `tf.image.extract_patches`, which
-  copies every key and value kernel_size**2 times. Slow; it is the oracle for tests.
+- `local_attention_reference`: the literal algorithm, which copies every key and value
+  kernel_size**2 times (`tf.image.extract_patches` on TensorFlow, one gather elsewhere).
+  Slow; it is the oracle for tests.
 - `local_attention_blocked`: queries in block_size x block_size blocks attend to their
   (block_size + kernel_size - 1)**2 memory block in one batched matmul, with the keys
-  outside each query's own window masked. Dilation runs through `tf.space_to_batch`: a
-  dilated window is a plain window on each of the dilation**2 interleaved sub-grids.
+  outside each query's own window masked. Dilation runs through a space-to-batch reshape:
+  a dilated window is a plain window on each of the dilation**2 interleaved sub-grids.
 - `local_attention_unrolled`: a sum over the k*k window offsets, each a 4-D slice of the
   padded keys and values, in `keras.ops` only. It converts to TFLite's builtin op set (no
   tensor above 5-D, no patch extraction) and returns the attention weights; the export
