@@ -124,11 +124,19 @@ def _train(args):
         strategy=args.strategy,
         tpu=args.tpu,
         compare_baseline=args.compare_baseline,
+        validation_split=args.validation_split,
     )
-    results = training.train(config)
-    print()
-    print(training.format_results(results))
-    print(f"\nResults: {os.path.join(results['config']['output_dir'], 'results.json')}")
+    if args.seeds is None:
+        results = training.train(config)
+        print()
+        print(training.format_results(results))
+        output_dir = results["config"]["output_dir"]
+    else:
+        results = training.train_seeds(config, args.seeds)
+        print()
+        print(training.format_seed_results(results))
+        output_dir = os.path.dirname(results["runs"][0]["config"]["output_dir"])
+    print(f"\nResults: {os.path.join(output_dir, 'results.json')}")
 
 
 def _split_list(flag, text, convert):
@@ -192,6 +200,16 @@ def _attention_stages_or_error(flag, text):
         return _attention_stages(text)
     except argparse.ArgumentTypeError as error:
         raise UsageError(f"Invalid value for {flag}: {error}.") from None
+
+
+def _seed_list(text):
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 0,1,2, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct integers like 0,1,2, got {text!r}")
+    return tuple(seeds)
 
 
 def _validation_split(text):
@@ -465,6 +483,20 @@ def _add_train_parser(commands):
         help="momentum of batch norm's moving statistics (default: 0.9999, less for short runs)",
     )
     fit.add_argument("--seed", type=int, default=0, help="default: 0")
+    fit.add_argument(
+        "--seeds",
+        type=_seed_list,
+        metavar="S,...",
+        help="train once per seed, each in OUTPUT_DIR/seed_S, and report the mean and "
+        "standard deviation (e.g. 0,1,2; replaces --seed)",
+    )
+    fit.add_argument(
+        "--validation-split",
+        type=_validation_split,
+        default=None,
+        help="share of the training split held out for the per-epoch val_* columns, "
+        "e.g. 0.1 (default: none: val_* is computed on the test split)",
+    )
 
     run = train.add_argument_group("run")
     run.add_argument(

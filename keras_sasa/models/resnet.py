@@ -68,7 +68,8 @@ def _bottleneck(x, filters, strides, attention, projection, name, attention_args
     x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
     if attention:
         # Attention at stride 1, then strides x strides average pooling (§3.1).
-        x = LocalSelfAttention2D(filters, strides=strides, name=f"{name}_attn", **attention_args)(x)
+        args = {**attention_args, "kernel_size": _window_size(x, **attention_args)}
+        x = LocalSelfAttention2D(filters, strides=strides, name=f"{name}_attn", **args)(x)
     else:
         x = keras.layers.Conv2D(
             filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_2_conv"
@@ -79,6 +80,22 @@ def _bottleneck(x, filters, strides, attention, projection, name, attention_args
     x = _batch_norm(f"{name}_3_bn")(x)
     x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
     return keras.layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def _window_size(x, kernel_size, border, **_):
+    """The spatial extent the attention needs on `x`'s feature map.
+
+    On a map of known size n (both sides), offsets beyond n - 1 reach only positions
+    outside the image; with `border="mask"` those take no part in the softmax, so a
+    window of 2n - 1 computes exactly what the wider one does, with fewer positions to
+    score and fewer relative embeddings to store (a 7x7 window on a 2x2 map is a 3x3
+    one, on a 1x1 map a 1x1 one). Zero-padded borders take part in the softmax: their
+    window is kept.
+    """
+    sides = [size for size in x.shape[1:3] if size is not None]
+    if border != "mask" or len(sides) < 2:
+        return kernel_size
+    return min(kernel_size, 2 * max(sides) - 1)
 
 
 def _check_attention_stages(attention_stages, num_groups):
@@ -216,6 +233,7 @@ def SASAResNet(
     for blocks in stackwise_num_blocks:
         check.positive_int("stackwise_num_blocks", blocks)
     stem = check.one_of("stem", stem, STEMS)
+    kernel_size = check.odd_kernel_size("kernel_size", kernel_size)
     if attention_stages is None:
         attention_stages = range(1, num_groups + 1)
     attention_stages = _check_attention_stages(attention_stages, num_groups)

@@ -94,6 +94,10 @@ class TrainConfig:
             (`stem` "conv"/"conv_small", no attention) with the same recipe.
         verbose: Keras' verbosity of `fit`; "auto": progress bars on a terminal, one line
             per epoch otherwise.
+        validation_split: share of the training split (whole percents, 0.01..0.99) held
+            out for the per-epoch `val_*` columns; the model trains on the rest. None:
+            the `val_*` columns are computed on the test split. The final test
+            evaluation always uses the test split.
     """
 
     dataset: str = "digits"
@@ -127,6 +131,7 @@ class TrainConfig:
     tpu: Optional[str] = None
     compare_baseline: bool = False
     verbose: Union[int, str] = "auto"
+    validation_split: Optional[float] = None
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -203,6 +208,8 @@ def check(config):
             f"Invalid value for `strategy`: expected one of {', '.join(STRATEGIES)}, got "
             f"{config.strategy!r}."
         )
+    if config.validation_split is not None:
+        check_validation_split(config.validation_split, config.train_split)
     if config.attention_stages is not None:
         for group in config.attention_stages:
             if isinstance(group, bool) or not isinstance(group, int) or not 1 <= group <= 4:
@@ -211,6 +218,36 @@ def check(config):
                     f"{tuple(config.attention_stages)!r}."
                 )
     return config
+
+
+def check_validation_split(validation_split, train_split=None):
+    """Raises ValueError (TypeError) unless `validation_split` can be carved out of
+    `train_split` by TFDS's whole-percent slicing."""
+    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)):
+        raise TypeError(
+            "Invalid type for `validation_split`: expected a float in (0, 1) or None, "
+            f"got {validation_split!r}."
+        )
+    # TFDS slices by whole percents: both parts must keep at least 1%.
+    if not 0.005 <= validation_split < 0.995:
+        raise ValueError(
+            "Invalid value for `validation_split`: expected a value in [0.01, 0.99], "
+            f"got {validation_split}."
+        )
+    if train_split is not None and "[" in train_split:
+        raise ValueError(
+            "Invalid value for `validation_split`: the training split "
+            f"{train_split!r} is already a slice; choose both the training and the "
+            "validation splits instead."
+        )
+    return validation_split
+
+
+def held_out_splits(train_split, validation_split):
+    """`(fit_split, held_out_split)`: `train_split` without and with its last
+    `validation_split` share, as TFDS percent slices ("train[:80%]", "train[80%:]")."""
+    percent = round(100 * (1 - validation_split))
+    return f"{train_split}[:{percent}%]", f"{train_split}[{percent}%:]"
 
 
 def is_small(image_size):

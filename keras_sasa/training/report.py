@@ -64,3 +64,54 @@ def format_results(results):
             + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True))
         )
     return "\n".join(lines)
+
+
+def _mean_std(summary, metric, scale=1.0, digits=2, suffix=""):
+    value = summary.get(metric)
+    if value is None:
+        return "-"
+    return f"{scale * value['mean']:,.{digits}f} +- {scale * value['std']:,.{digits}f}{suffix}"
+
+
+SEED_ROWS = (
+    ("stem / attention groups", _attention),
+    ("test accuracy (mean +- std)", lambda s: _mean_std(s, "test_accuracy", 100, 2, "%")),
+    (
+        "test accuracy per seed",
+        lambda s: " ".join(f"{100 * v:.2f}" for v in s["test_accuracy"]["values"]),
+    ),
+    ("final train accuracy", lambda s: _mean_std(s, "final_train_accuracy", 100, 2, "%")),
+    ("parameters", lambda s: _count(s.get("params"))),
+    ("FLOPs per image", lambda s: _mega(s.get("flops"))),
+    ("train images/s", lambda s: _mean_std(s, "train_images_per_second", 1, 0)),
+)
+
+
+def format_seed_results(results):
+    """The summary of `keras_sasa.training.train_seeds` as a table: mean +- standard
+    deviation over the seeds for the model (and its baseline, when compared)."""
+    summary = results["summary"]
+    columns = [("SASA model" if "baseline" in summary else "model", summary["model"])]
+    if "baseline" in summary:
+        columns.append(("conv baseline", summary["baseline"]))
+    cells = [[fn(s) for _, s in columns] for _, fn in SEED_ROWS]
+    label_width = max(len(label) for label, _ in SEED_ROWS)
+    widths = [
+        max(len(title), *(len(row[i]) for row in cells)) for i, (title, _) in enumerate(columns)
+    ]
+    first = results["runs"][0]
+    seeds = ", ".join(str(seed) for seed in results["seeds"])
+    lines = [
+        f"{first['model']} on {first['dataset']} {first.get('test_split', 'test')}, "
+        f"{first['epochs']} epochs, seeds {seeds}",
+        " " * label_width
+        + "  "
+        + "  ".join(t.rjust(w) for (t, _), w in zip(columns, widths, strict=True)),
+    ]
+    for (label, _), row in zip(SEED_ROWS, cells, strict=True):
+        lines.append(
+            label.ljust(label_width)
+            + "  "
+            + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True))
+        )
+    return "\n".join(lines)

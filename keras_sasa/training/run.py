@@ -93,6 +93,75 @@ def train(config, strategy=None, log=print):
     return results
 
 
+def train_seeds(config, seeds, strategy=None, log=print):
+    """Trains `config` once per seed, each in `output_dir/seed_<seed>`, and summarises.
+
+    Each seed's run is an ordinary `train` run (resumable, or reported if finished). The
+    summary, written to `output_dir/results.json`, holds every seed's results and, per
+    model ("model", and "baseline" with `compare_baseline`), the mean and the sample
+    standard deviation over the seeds of the test accuracy, test loss, final training
+    accuracy and training images/s.
+
+    Args:
+        config: a `TrainConfig`; its `seed` is replaced by each of `seeds`.
+        seeds: distinct integers.
+        strategy, log: as in `train`.
+
+    Returns:
+        The summary (as written to `results.json`): "seeds", "runs" (each seed's
+        results), "summary".
+    """
+    seeds = check_seeds(seeds)
+    run_config.check(config)
+    output_dir = config.output_dir or run_config.default_output_dir(config.dataset, config.model)
+    runs = []
+    for seed in seeds:
+        seed_dir = os.path.join(output_dir, f"seed_{seed}")
+        runs.append(train(config.replace(seed=seed, output_dir=seed_dir), strategy, log))
+    summary = {"model": summarize(runs)}
+    if config.compare_baseline:
+        summary["baseline"] = summarize([run["baseline"] for run in runs])
+    results = {"seeds": list(seeds), "summary": summary, "runs": runs}
+    run_callbacks.write_json_atomically(os.path.join(output_dir, RESULTS_FILE), results)
+    return results
+
+
+# The numbers `summarize` aggregates over seeds.
+SEED_METRICS = ("test_accuracy", "test_loss", "final_train_accuracy", "train_images_per_second")
+
+
+def summarize(runs):
+    """Mean, sample standard deviation (0 for one run) and values of `SEED_METRICS` over
+    the results of `runs` (one model, several seeds); also its params and FLOPs."""
+    summary = {"name": runs[0]["config"]["model"], "params": runs[0]["params"]}
+    summary["flops"] = runs[0]["flops"]
+    summary["stem"] = runs[0]["stem"]
+    summary["attention_stages"] = runs[0]["attention_stages"]
+    for metric in SEED_METRICS:
+        values = [run.get(metric) for run in runs]
+        if any(value is None for value in values):
+            continue
+        summary[metric] = {
+            "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values,
+        }
+    return summary
+
+
+def check_seeds(seeds):
+    """`seeds` as a tuple of distinct ints; ValueError / TypeError naming `seeds`."""
+    try:
+        seeds = tuple(seeds)
+    except TypeError:
+        raise TypeError(f"Invalid type for `seeds`: expected integers, got {seeds!r}.") from None
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+        raise ValueError(f"Invalid value for `seeds`: expected one or more integers, got {seeds!r}.")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"Invalid value for `seeds`: each seed once, got {seeds!r}.")
+    return seeds
+
+
 def make_output_dir(path):
     """Creates `path` (and its parents); OSError with a clear message if it can't be written."""
     try:
@@ -109,6 +178,9 @@ def make_output_dir(path):
 def make_datasets(config, info, strategy=None):
     """The training and evaluation pipelines of a resolved config, with one-hot labels.
 
+    With `config.validation_split`, training uses the training split without its held-out
+    share (see `make_validation_dataset`).
+
     Returns:
         `(train, test, steps_per_epoch)`: `tf.data.Dataset`s of `(images, one_hot_labels)`
         batched with the global batch size (training drops the last partial batch), and
@@ -119,37 +191,48 @@ def make_datasets(config, info, strategy=None):
             does not split evenly over the strategy's replicas.
     """
     distribute.per_replica_batch_size(config.batch_size, strategy)
-    image_size = _pipeline_image_size(config, info)
-
-    def load(split, training):
-        dataset = data.load_dataset(
-            config.dataset,
-            split,
-            config.batch_size,
-            data_dir=config.data_dir,
-            image_size=image_size,
-            training=training,
-            seed=config.seed,
-        )
-        return dataset.map(
-            lambda images, labels: (images, tf.one_hot(labels, info.num_classes)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-
-    train_data = load(config.train_split, training=True)
-    test_data = load(config.test_split, training=False)
+    train_split = config.train_split
+    if config.validation_split is not None:
+        train_split, _ = run_config.held_out_splits(train_split, config.validation_split)
+    train_data = _load(config, info, train_split, training=True)
+    test_data = _load(config, info, config.test_split, training=False)
     steps_per_epoch = int(train_data.cardinality())
     if steps_per_epoch == 0:
         raise ValueError(
-            f"The training split {config.train_split!r} of {config.dataset!r} has fewer images "
+            f"The training split {train_split!r} of {config.dataset!r} has fewer images "
             f"than one batch of {config.batch_size}."
         )
     if steps_per_epoch < 0:
         raise ValueError(
-            f"Cannot count the batches of the training split {config.train_split!r} of "
+            f"Cannot count the batches of the training split {train_split!r} of "
             f"{config.dataset!r}."
         )
     return train_data, test_data, steps_per_epoch
+
+
+def make_validation_dataset(config, info):
+    """The pipeline of the share of the training split that `config.validation_split`
+    holds out (unaugmented, like the test pipeline), or None without one."""
+    if config.validation_split is None:
+        return None
+    _, held_out = run_config.held_out_splits(config.train_split, config.validation_split)
+    return _load(config, info, held_out, training=False)
+
+
+def _load(config, info, split, training):
+    dataset = data.load_dataset(
+        config.dataset,
+        split,
+        config.batch_size,
+        data_dir=config.data_dir,
+        image_size=_pipeline_image_size(config, info),
+        training=training,
+        seed=config.seed,
+    )
+    return dataset.map(
+        lambda images, labels: (images, tf.one_hot(labels, info.num_classes)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
 
 
 def first_images(config, info):
@@ -291,10 +374,11 @@ def train_run(config, info, strategy, run_dir, log=print):
                 f"{flops / 1e6:,.1f} MFLOPs per image) on {config.dataset} for {config.epochs} "
                 f"epochs of {steps_per_epoch} steps, batch {config.batch_size}."
             )
+        validation_data = make_validation_dataset(config, info)
         model.fit(
             train_data,
             epochs=config.epochs,
-            validation_data=test_data,
+            validation_data=test_data if validation_data is None else validation_data,
             callbacks=_fit_callbacks(model, config, steps_per_epoch, out_dir, backup_dir),
             verbose=_verbosity(config.verbose),
             shuffle=False,  # The pipeline shuffles.
@@ -351,6 +435,8 @@ def _results(config, params, flops, test, history, steps_per_epoch):
         # The median ignores the first epoch of each process, which includes tracing and
         # compiling, once there are three epochs or more.
         "train_images_per_second": statistics.median(rates) if rates else None,
+        # On the augmented training batches, with the weights being trained.
+        "final_train_accuracy": float(history[-1]["accuracy"]) if history else None,
         "train_seconds": sum(seconds),
         "config": config.to_dict(),
     }

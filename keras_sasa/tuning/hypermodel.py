@@ -7,7 +7,6 @@ functions as `python -m keras_sasa train`: `make_datasets`, `build_model`,
 the weights, evaluated with the EMA weights).
 """
 
-import numbers
 import sys
 
 import keras
@@ -78,23 +77,7 @@ class SASAHyperModel(keras_tuner.HyperModel):
                 f"Invalid type for `space`: expected a SearchSpace, got {type(space).__name__}."
             )
         if validation_split is not None:
-            if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real):
-                raise TypeError(
-                    "Invalid type for `validation_split`: expected a float in (0, 1) or None, "
-                    f"got {validation_split!r}."
-                )
-            # TFDS slices by whole percents: both parts must keep at least 1%.
-            if not 0.005 <= validation_split < 0.995:
-                raise ValueError(
-                    "Invalid value for `validation_split`: expected a value in [0.01, 0.99], "
-                    f"got {validation_split}."
-                )
-            if config.train_split is not None and "[" in config.train_split:
-                raise ValueError(
-                    "Invalid value for `validation_split`: the training split "
-                    f"{config.train_split!r} is already a slice; pass validation_split=None "
-                    "and choose both `train_split` and `test_split`."
-                )
+            training.config.check_validation_split(validation_split, config.train_split)
         training.config.check(config)
         self.base_config = config
         self.search_space = space
@@ -128,11 +111,10 @@ class SASAHyperModel(keras_tuner.HyperModel):
             config = self.base_config
             info = data.dataset_info(config.dataset, data_dir=config.data_dir, download=True)
             if self.validation_split is not None:
-                split = config.train_split or info.train_split
-                percent = round(100 * (1 - self.validation_split))
-                config = config.replace(
-                    train_split=f"{split}[:{percent}%]", test_split=f"{split}[{percent}%:]"
+                train_split, held_out = training.config.held_out_splits(
+                    config.train_split or info.train_split, self.validation_split
                 )
+                config = config.replace(train_split=train_split, test_split=held_out)
             config = training.resolve(config, info)
             resolved_space = self.search_space.resolve(config)
             _, _, steps_per_epoch = training.make_datasets(config, info, self.strategy)
