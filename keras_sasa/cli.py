@@ -409,7 +409,7 @@ def _add_train_parser(commands):
         "--stem",
         default="auto",
         help="auto|attention|conv|attention_small|conv_small (default: auto: "
-        "attention, or attention_small for images <= 64 pixels)",
+        "attention, or conv_small for images <= 64 pixels)",
     )
     model.add_argument(
         "--attention-stages",
@@ -420,8 +420,7 @@ def _add_train_parser(commands):
     model.add_argument(
         "--kernel-size",
         type=_positive_int,
-        default=7,
-        help="spatial extent k of the attention (default: 7)",
+        help="spatial extent k of the attention (default: 7; 5 for images <= 64 pixels)",
     )
     model.add_argument(
         "--num-heads", type=_positive_int, help="attention heads (default: 8; 4 for small images)"

@@ -111,10 +111,11 @@ def test_optimizer_is_nesterov_sgd_with_ema_and_decay_off_batch_norm_and_biases(
 def test_resolve_picks_small_image_defaults_for_digits(digits_dir):
     info = data.dataset_info("digits", data_dir=digits_dir)
     config = training.resolve(training.TrainConfig(), info)
-    assert (config.image_size, config.stem, config.attention_stages) == (
+    assert (config.image_size, config.stem, config.attention_stages, config.kernel_size) == (
         8,
-        "attention_small",
+        "conv_small",
         (1, 2, 3, 4),
+        5,
     )
     assert config.learning_rate == pytest.approx(0.1 * config.batch_size / 256)
     assert config.warmup_epochs == pytest.approx(config.epochs * 10 / 130)
@@ -125,12 +126,13 @@ def test_resolve_picks_small_image_defaults_for_digits(digits_dir):
 def test_resolve_picks_the_papers_settings_for_large_images(digits_dir):
     info = data.dataset_info("digits", data_dir=digits_dir)
     config = training.resolve(training.TrainConfig(image_size=224), info)
-    assert (config.stem, config.base_width, config.num_heads, config.epochs) == (
-        "attention",
-        64,
-        8,
-        130,
-    )
+    assert (
+        config.stem,
+        config.kernel_size,
+        config.base_width,
+        config.num_heads,
+        config.epochs,
+    ) == ("attention", 7, 64, 8, 130)
     assert training.baseline(config).stem == "conv"
 
 

@@ -5,9 +5,11 @@ Fields left at None are chosen by `resolve` once the data set is known:
 - large images (ImageNet, Imagenette; model input over 64 pixels): the paper's recipe at a
   batch one machine can hold: 224 x 224, the `attention` stem, width 64, k = 7, 8 heads,
   130 epochs, batch 256 and learning rate 0.1 (the paper's 1.6 per 4096).
-- small images (digits, MNIST, CIFAR; input of at most 64 pixels): the `attention_small`
-  stem at the native size, and a narrow, short run tuned on digits so that the default
-  command finishes in a few minutes on two CPU cores (`SMALL_IMAGE_DEFAULTS`).
+- small images (digits, MNIST, CIFAR; input of at most 64 pixels): the native size, the
+  `conv_small` stem followed by attention in every group (the paper's "conv stem +
+  attention" of Table 1), a window and heads chosen for small feature maps, and a narrow,
+  short run, so that the default command finishes in a few minutes on two CPU cores
+  (`SMALL_IMAGE_DEFAULTS`, chosen by the search in `benchmarks/results/digits_search/`).
 """
 
 import dataclasses
@@ -25,16 +27,20 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 # The paper's ImageNet settings, at a global batch of 256 (learning rate 0.1).
 LARGE_IMAGE_DEFAULTS = {
     "image_size": augment.DEFAULT_LARGE_IMAGE_SIZE,
+    "stem": "attention",
+    "kernel_size": 7,
     "base_width": 64,
     "num_heads": 8,
     "epochs": recipe.PAPER_EPOCHS,
     "batch_size": 256,
 }
-# Tuned on digits: SASA-ResNet-26 at width 16 with 4 heads (k = 7) reaches 97.2% test
-# accuracy in 30 epochs with seed 0 (95.6% and 98.1% with seeds 1 and 2), in about
-# 2.5 minutes on two CPU cores; higher or lower learning rates, smaller batches, 2 heads
-# or 40 epochs did no better. The conv baseline reaches 98.6% in 40 seconds.
+# Small images: chosen by `python -m keras_sasa tune` on digits (the search's settings and
+# ranked trials are in benchmarks/results/digits_search/). The window is relative to the
+# feature map: 5 x 5 on the 8 x 8 maps of group 1 covers what 7 x 7 does on the paper's
+# 56 x 56 maps and more; the conv stem gives the attention body features to attend with.
 SMALL_IMAGE_DEFAULTS = {
+    "stem": "conv_small",
+    "kernel_size": 5,
     "base_width": 16,
     "num_heads": 4,
     "epochs": 30,
@@ -64,11 +70,12 @@ class TrainConfig:
         train_split, test_split: TFDS splits, slices allowed ("train[:256]"). Default:
             the data set's training split and its labelled evaluation split.
         model: a name of `keras_sasa.models.MODELS` ("sasa_resnet26", ...).
-        stem: one of `keras_sasa.models.resnet.STEMS`; None: "attention" for large
-            inputs, "attention_small" for inputs of at most 64 pixels.
+        stem: one of `keras_sasa.models.resnet.STEMS`; None: "attention" (the paper's)
+            for large inputs, "conv_small" for inputs of at most 64 pixels.
         attention_stages: groups (1..4) that use attention; None: all; () gives the
             convolutional baseline.
-        kernel_size: spatial extent k of the attention.
+        kernel_size: spatial extent k of the attention; None: 7 (the paper's) for large
+            inputs, 5 for inputs of at most 64 pixels.
         num_heads, base_width: heads of every attention layer, width of group 1.
         use_relative_position: the attention layers' relative position embeddings
             (False: no positional encoding, the paper's Table 5 "none").
@@ -107,7 +114,7 @@ class TrainConfig:
     model: str = "sasa_resnet26"
     stem: Optional[str] = None
     attention_stages: Optional[Tuple[int, ...]] = None
-    kernel_size: int = 7
+    kernel_size: Optional[int] = None
     num_heads: Optional[int] = None
     base_width: Optional[int] = None
     use_relative_position: bool = True
@@ -288,7 +295,8 @@ def resolve(config, info):
     resolved = config.replace(
         train_split=config.train_split or info.train_split,
         test_split=config.test_split or info.eval_split,
-        stem=config.stem or ("attention_small" if small else "attention"),
+        stem=pick("stem"),
+        kernel_size=pick("kernel_size"),
         attention_stages=(
             (1, 2, 3, 4)
             if config.attention_stages is None
