@@ -152,3 +152,14 @@ def test_bad_main_job_flags_are_one_line_on_stderr_and_exit_2(
     assert err.count("\n") == 1 and err.endswith("\n"), err
     assert message in err
     assert not os.path.exists(tmp_path / "out" / "config.json")
+
+
+def test_small_image_defaults_learn_digits_in_a_few_epochs(digits_dir, tmp_path):
+    # The main job's model and recipe (conv stem, attention in every group), a fifth of
+    # its length: it must already classify most of the held-out digits.
+    config = training.TrainConfig(
+        data_dir=digits_dir, output_dir=str(tmp_path), epochs=6, verbose=0
+    )
+    results = training.train(config, log=lambda message: None)
+    assert results["stem"] == "conv_small" and results["attention_stages"] == [1, 2, 3, 4]
+    assert results["test_accuracy"] >= 0.85, results["test_accuracy"]
