@@ -421,3 +421,46 @@ def test_mixed_float16_jit_fit():
     history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert all(np.isfinite(numpy(w)).all() for w in model.weights)
+
+
+def test_attention_windows_shrink_to_what_small_feature_maps_reach():
+    model = models.SASAResNet26(
+        input_shape=(8, 8, 1), classes=10, stem="conv_small", base_width=8, num_heads=2
+    )
+    sizes = {
+        l.name: l.kernel_size
+        for l in model.layers
+        if isinstance(l, keras_sasa.LocalSelfAttention2D)
+    }
+    # Maps: group 1 8x8; group 2's first block attends at 8x8, then 4x4; group 3's first
+    # block at 4x4, then 2x2; group 4 at 2x2. A k x k window needs k <= 2n - 1.
+    assert sizes == {
+        "conv2_block1_attn": 7,
+        "conv3_block1_attn": 7,
+        "conv3_block2_attn": 7,
+        "conv4_block1_attn": 7,
+        "conv4_block2_attn": 3,
+        "conv4_block3_attn": 3,
+        "conv4_block4_attn": 3,
+        "conv5_block1_attn": 3,
+    }
+    zeros = models.SASAResNet26(
+        input_shape=(8, 8, 1), classes=10, stem="conv_small", base_width=8, num_heads=2,
+        border="zeros",
+    )
+    assert zeros.get_layer("conv5_block1_attn").kernel_size == 7
+
+
+def test_a_window_cut_to_the_feature_map_computes_what_the_wide_one_does():
+    x = np.random.default_rng(0).normal(size=(2, 2, 3, 8)).astype("float32")
+    wide = keras_sasa.LocalSelfAttention2D(8, kernel_size=7, num_heads=2)
+    wide(x)
+    narrow = keras_sasa.LocalSelfAttention2D(8, kernel_size=5, num_heads=2)
+    narrow(x)
+    # Offsets -2..2 of the narrow window are rows 1..5 of the wide window's tables.
+    narrow.query_kernel.assign(wide.query_kernel)
+    narrow.key_kernel.assign(wide.key_kernel)
+    narrow.value_kernel.assign(wide.value_kernel)
+    narrow.row_embeddings.assign(numpy(wide.row_embeddings)[1:6])
+    narrow.column_embeddings.assign(numpy(wide.column_embeddings)[1:6])
+    np.testing.assert_allclose(numpy(narrow(x)), numpy(wide(x)), atol=1e-6)
