@@ -411,3 +411,61 @@ def test_compare_baseline_prints_both_models_from_the_command_line(compared_run,
     assert "SASA model" in out and "conv baseline" in out
     assert f"{results['baseline']['params']:,}" in out
     assert os.path.join(config.output_dir, "results.json") in out
+
+
+# Mixed precision.
+
+
+def test_ema_is_seen_through_the_loss_scale_optimizer_of_mixed_float16():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(optimizer=recipe.make_optimizer(0.1, ema_momentum=0.9), loss="mse")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert recipe.uses_ema(model.optimizer)
+    callbacks = recipe.ema_callbacks(model.optimizer)
+    assert [type(c) for c in callbacks] == [keras.callbacks.SwapEMAWeights]
+    assert recipe.ema_callbacks(recipe.make_optimizer(0.1)) == []
+
+
+def test_a_run_whose_steps_were_all_skipped_by_loss_scaling_is_refused():
+    from keras_sasa.training import run
+
+    config = training.TrainConfig(epochs=2, mixed_precision="mixed_float16")
+    optimizer = keras.optimizers.LossScaleOptimizer(recipe.make_optimizer(0.1))
+    optimizer.build([keras.Variable(np.zeros(3, "float32"))])
+    with pytest.raises(ValueError, match="none of the 8 training steps was taken"):
+        run.check_steps_taken(optimizer, config, 4, "D")
+    optimizer.iterations.assign(5)
+    messages = []
+    run.check_steps_taken(optimizer, config, 4, "D", log=messages.append)
+    assert messages and "3 of 8 training steps were skipped" in messages[0]
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_runs_validate_with_the_ema_weights(policy, digits_dir, tmp_path):
+    config = training.TrainConfig(
+        data_dir=digits_dir,
+        output_dir=str(tmp_path / "run"),
+        epochs=2,
+        batch_size=16,  # 16 steps: float16 skips its first 8 (the loss scale 2**15 -> 2**7).
+        ema_momentum=0.5,
+        mixed_precision=policy,
+        verbose=0,
+        train_split="train[:128]",
+        test_split="test[:64]",
+        **TINY,
+    )
+    messages = []
+    results = training.train(config, log=messages.append)
+    rows = run_callbacks.read_history(os.path.join(config.output_dir, "history.csv"))
+    for column in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        assert all(np.isfinite(float(row[column])) for row in rows), column
+    # The last validation is that of the EMA weights, which the final evaluation uses.
+    assert float(rows[-1]["val_loss"]) == pytest.approx(results["test_loss"], rel=1e-5)
+    assert float(rows[-1]["val_accuracy"]) == pytest.approx(results["test_accuracy"])
+    skipped = [m for m in messages if "training steps were skipped" in m]
+    if policy == "mixed_float16":
+        assert len(skipped) == 1 and "steps taken" in skipped[0]
+    else:  # No loss scaling: every step is taken and the schedule ends at 0.
+        assert skipped == []
+        assert float(rows[-1]["learning_rate"]) == pytest.approx(0.0, abs=1e-7)

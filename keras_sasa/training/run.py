@@ -299,6 +299,7 @@ def train_run(config, info, strategy, run_dir, log=print):
             verbose=_verbosity(config.verbose),
             shuffle=False,  # The pipeline shuffles.
         )
+        check_steps_taken(model.optimizer, config, steps_per_epoch, run_dir, log)
         # fit has put the EMA weights in the model (optimizer.finalize_variable_values).
         recipe.separate_variable_buffers(model.optimizer)
         test = model.evaluate(test_data, return_dict=True, verbose=0)
@@ -313,6 +314,41 @@ def train_run(config, info, strategy, run_dir, log=print):
     # Removed only now: a kill before results.json restarts from the backup, not epoch 0.
     shutil.rmtree(backup_dir, ignore_errors=True)
     return results
+
+
+def check_steps_taken(optimizer, config, steps_per_epoch, run_dir, log=print):
+    """Says how many training steps a `LossScaleOptimizer` skipped; refuses a run with none.
+
+    Under `mixed_float16` Keras' `LossScaleOptimizer` skips every step whose gradients
+    overflow in float16, halving its loss scale (2**15 at first) each time: the first
+    few steps of a run are skipped. The optimizer's `iterations`, which drive the
+    learning rate schedule and the EMA, count only the steps taken, so the schedule ends
+    the run that many steps short of its end (above 0). It is not made to count the
+    skipped steps as well: Keras' EMA starts its average from the weights at iteration
+    0, and counting skipped steps would start it from zeros instead. A run whose steps
+    were all skipped would report (and save) the EMA's zero-initialised average as its
+    model: it is refused.
+
+    Raises:
+        ValueError: no step was taken.
+    """
+    planned = recipe.steps(config.epochs, steps_per_epoch)
+    taken = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    if taken == 0:
+        raise ValueError(
+            f"{run_dir}: none of the {planned} training steps was taken: under "
+            f"{config.mixed_precision} the gradients overflowed at every step (loss scaling "
+            "skips those steps), so the model is untrained. Train for more steps or with "
+            "--mixed-precision mixed_bfloat16, after deleting this directory."
+        )
+    if taken < planned:
+        learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        log(
+            f"{run_dir}: {planned - taken} of {planned} training steps were skipped "
+            f"(gradients overflowed under {config.mixed_precision}; loss scaling skips those "
+            f"steps); the learning rate schedule follows the {taken} steps taken and ended "
+            f"at {learning_rate:.3g}."
+        )
 
 
 def _fit_callbacks(model, config, steps_per_epoch, out_dir, backup_dir):
