@@ -469,3 +469,104 @@ def test_mixed_precision_runs_validate_with_the_ema_weights(policy, digits_dir, 
     else:  # No loss scaling: every step is taken and the schedule ends at 0.
         assert skipped == []
         assert float(rows[-1]["learning_rate"]) == pytest.approx(0.0, abs=1e-7)
+
+
+# Damaged backups: refused before training, one line naming the file.
+
+CONV_ARGS = ["--stem", "conv_small", "--attention-stages", "none", "--epochs", "2"]
+CONV_ARGS += ["--batch-size", "32", "--train-split", "train[:128]", "--test-split", "test[:64]"]
+CONV_ARGS += TINY_ARGS
+
+
+@pytest.fixture(scope="module")
+def stopped_run(digits_dir, tmp_path_factory):
+    """A 2-epoch run stopped after training, before results.json: its backup is whole."""
+    from keras_sasa.training import run
+
+    output_dir = str(tmp_path_factory.mktemp("stopped") / "run")
+    write_json = run.run_callbacks.write_json_atomically
+
+    def stop_at_results(path, value):
+        if path.endswith("results.json"):
+            raise KeyboardInterrupt  # Stopped between fit and the results.
+        write_json(path, value)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run.run_callbacks, "write_json_atomically", stop_at_results)
+        argv = ["train", "--data-dir", digits_dir, "--output-dir", output_dir, *CONV_ARGS]
+        assert cli.main(argv) == 130
+    assert run_callbacks.backup_epoch(os.path.join(output_dir, "backup")) == 2
+    return output_dir
+
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def _set_epoch_99(path):
+    with open(path, "w") as f:
+        json.dump({"epoch": 99, "batch": 0}, f)
+
+
+DAMAGES = {
+    "truncated-weights": ("latest.weights.h5", _truncate),
+    "empty-metadata": ("training_metadata.json", lambda path: open(path, "w").close()),
+    "deleted-weights": ("latest.weights.h5", os.remove),
+    "epoch-99": ("training_metadata.json", _set_epoch_99),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_backup_is_refused_naming_the_file(damage, stopped_run, digits_dir, tmp_path):
+    import shutil
+
+    output_dir = str(tmp_path / "run")
+    shutil.copytree(stopped_run, output_dir)
+    name, damage_file = DAMAGES[damage]
+    damaged = os.path.join(output_dir, "backup", name)
+    damage_file(damaged)
+    result = run_cli(["train", "--data-dir", digits_dir, "--output-dir", output_dir, *CONV_ARGS])
+    assert result.returncode == 2, result.stderr[-2000:]
+    # TensorFlow's C++ start-up lines aside, the command says one line: the last.
+    message = result.stderr.splitlines()[-1]
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [message]
+    assert f"Cannot resume the run in {output_dir}: {damaged}" in message
+    assert f"Delete {os.path.join(output_dir, 'backup')} to train the run again" in message
+    assert "resuming" not in result.stdout and "Epoch" not in result.stdout
+    assert not os.path.exists(os.path.join(output_dir, "results.json"))
+
+
+def test_a_backup_whose_epochs_have_no_history_rows_is_refused(tmp_path):
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "latest.weights.h5").write_bytes(b"")
+    (backup / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss\n0,1.0\n")
+    with pytest.raises(ValueError, match=r"history.csv lacks the rows of 1 of the 2 epochs"):
+        run_callbacks.check_backup(str(backup), 4, str(history), str(tmp_path))
+    history.write_text("epoch,loss\n0,1.0\n1,0.9\n2,0.8")  # A row beyond: dropped later.
+    assert run_callbacks.check_backup(str(backup), 4, str(history), str(tmp_path)) == 2
+    (backup / "latest.weights.h5").unlink()
+    (backup / "training_metadata.json").unlink()
+    assert run_callbacks.check_backup(str(backup), 4, str(history), str(tmp_path)) == 0
+
+
+def test_the_checkpoint_is_replaced_atomically(tmp_path, monkeypatch):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    path = str(tmp_path / "checkpoints" / "latest.weights.h5")
+    checkpoint = run_callbacks.AtomicWeightsCheckpoint(path)
+    checkpoint.set_model(model)
+    renamed = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renamed.append((a, b)), real_replace(a, b)))
+    checkpoint.on_epoch_end(0)
+    assert [b for _, b in renamed] == [path]
+    assert os.path.dirname(renamed[0][0]) == os.path.dirname(path)  # Same directory.
+    assert os.listdir(tmp_path / "checkpoints") == ["latest.weights.h5"]
+    fresh = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    fresh.compile(optimizer="sgd", loss="mse")
+    fresh.load_weights(path)
+    np.testing.assert_array_equal(fresh.layers[0].kernel.numpy(), model.layers[0].kernel.numpy())

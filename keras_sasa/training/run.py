@@ -11,7 +11,7 @@ A run directory (`output_dir`; the baseline's is `output_dir/baseline`) holds:
     history.csv       one row per finished epoch: epoch, loss, accuracy, val_*,
                       learning_rate, epoch_seconds, images_per_second
     logs/             TensorBoard event files (train/, validation/)
-    checkpoints/      latest.weights.h5, replaced after every epoch: the model and
+    checkpoints/      latest.weights.h5, replaced atomically after every epoch: the model and
                       optimizer state (the weights being trained, their EMA in the
                       optimizer), for `model.load_weights` on a compiled model
     backup/           the BackupAndRestore state, removed once the run is finished
@@ -21,7 +21,10 @@ A run directory (`output_dir`; the baseline's is `output_dir/baseline`) holds:
 Starting a run again with the same configuration continues it from its last finished
 epoch (or, if it was killed after training but before `results.json`, only evaluates
 and saves). A run whose `results.json` exists is finished: starting it again reports the
-stored results and trains nothing.
+stored results and trains nothing. A damaged backup (weights or metadata missing,
+truncated or unreadable, an epoch outside the run, epochs without their history.csv
+rows) is refused before anything is trained, naming the file and the directory to
+delete (`callbacks.check_backup`).
 """
 
 import math
@@ -261,9 +264,13 @@ def train_run(config, info, strategy, run_dir, log=print):
         _check_same_run(stored, config, run_dir)
     chief = _is_chief(strategy)
     out_dir = run_dir if chief else distribute.worker_dir(run_dir, strategy)
+    backup_dir = distribute.worker_dir(os.path.join(run_dir, BACKUP_DIR), strategy)
+    # A damaged backup is refused before anything is written or trained.
+    start_epoch = run_callbacks.check_backup(
+        backup_dir, config.epochs, os.path.join(out_dir, HISTORY_FILE), run_dir
+    )
     if chief:
         run_callbacks.write_json_atomically(config_path, config.to_dict())
-    backup_dir = distribute.worker_dir(os.path.join(run_dir, BACKUP_DIR), strategy)
 
     previous_policy = keras.mixed_precision.global_policy()
     if config.mixed_precision != "none":
@@ -279,8 +286,9 @@ def train_run(config, info, strategy, run_dir, log=print):
         params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
         flops = count_flops(model)
 
-        start_epoch = run_callbacks.backup_epoch(backup_dir)
         if start_epoch:
+            with strategy.scope():
+                run_callbacks.load_backup_weights(model, backup_dir, run_dir)
             log(
                 f"{run_dir}: resuming after epoch {start_epoch} of {config.epochs} "
                 f"(from {backup_dir})."
@@ -359,9 +367,8 @@ def _fit_callbacks(model, config, steps_per_epoch, out_dir, backup_dir):
         *recipe.ema_callbacks(model.optimizer),
         keras.callbacks.TensorBoard(os.path.join(out_dir, LOG_DIR), write_graph=False),
         run_callbacks.EpochCSVLogger(os.path.join(out_dir, HISTORY_FILE)),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(out_dir, CHECKPOINT_DIR, CHECKPOINT_FILE),
-            save_weights_only=True,
+        run_callbacks.AtomicWeightsCheckpoint(
+            os.path.join(out_dir, CHECKPOINT_DIR, CHECKPOINT_FILE)
         ),
         run_callbacks.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False),
     ]
