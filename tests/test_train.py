@@ -570,3 +570,27 @@ def test_the_checkpoint_is_replaced_atomically(tmp_path, monkeypatch):
     fresh.compile(optimizer="sgd", loss="mse")
     fresh.load_weights(path)
     np.testing.assert_array_equal(fresh.layers[0].kernel.numpy(), model.layers[0].kernel.numpy())
+
+
+# A refused run writes nothing.
+
+
+def test_a_run_refused_by_the_model_builder_leaves_nothing_to_refuse_the_next(
+    digits_dir, tmp_path, monkeypatch
+):
+    output_dir = tmp_path / "D"
+    args = ["train", "--data-dir", digits_dir, "--output-dir", str(output_dir), "--epochs", "1"]
+    args += ["--base-width", "4", "--num-heads", "2", "--train-split", "train[:64]"]
+    refused = run_cli([*args, "--kernel-size", "4"])
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1].startswith("error: Invalid value for argument")
+    assert "kernel_size=4" in refused.stderr.splitlines()[-1]
+    assert not output_dir.exists()  # Neither config.json nor an empty directory.
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt  # Reached fit: the configuration was accepted.
+
+    monkeypatch.setattr(keras.Model, "fit", stop)
+    assert cli.main([*args, "--kernel-size", "5"]) == 130
+    with open(output_dir / "config.json") as f:
+        assert json.load(f)["kernel_size"] == 5

@@ -81,7 +81,26 @@ def train(config, strategy=None, log=print):
     # Checks the data set's name before anything is written or started.
     data.dataset_info(config.dataset, data_dir=config.data_dir)
     output_dir = config.output_dir or run_config.default_output_dir(config.dataset, config.model)
+    created = not os.path.exists(output_dir)
     make_output_dir(output_dir)
+    try:
+        return _train(config, strategy, output_dir, log)
+    except ValueError:
+        if created:  # A refused run leaves no empty directory behind.
+            _remove_empty_dirs(output_dir)
+        raise
+
+
+def _remove_empty_dirs(path):
+    """Removes `path` and the directories in it, if they hold no file."""
+    for directory, _, _ in sorted(os.walk(path), key=lambda entry: -len(entry[0])):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass  # Not empty: something was written there.
+
+
+def _train(config, strategy, output_dir, log):
     strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
     info = data.dataset_info(config.dataset, data_dir=config.data_dir, download=True)
     config = run_config.resolve(config.replace(output_dir=output_dir), info)
@@ -269,8 +288,6 @@ def train_run(config, info, strategy, run_dir, log=print):
     start_epoch = run_callbacks.check_backup(
         backup_dir, config.epochs, os.path.join(out_dir, HISTORY_FILE), run_dir
     )
-    if chief:
-        run_callbacks.write_json_atomically(config_path, config.to_dict())
 
     previous_policy = keras.mixed_precision.global_policy()
     if config.mixed_precision != "none":
@@ -280,6 +297,10 @@ def train_run(config, info, strategy, run_dir, log=print):
         with strategy.scope():
             model = build_model(config, info)
             compile_model(model, config, steps_per_epoch, strategy)
+        # Written once the model is built: a configuration the builder refuses (an even
+        # kernel size, images too small) leaves no config.json to refuse the next run.
+        if chief:
+            run_callbacks.write_json_atomically(config_path, config.to_dict())
         if _single_device(strategy):
             # Restoring a backup (in fit) replaces these statistics.
             recipe.initialize_batch_norm_statistics(model, first_images(config, info))
