@@ -77,7 +77,12 @@ def load_image(path, model=None):
         _, height, width, channels = model.inputs[0].shape
         size = None if height is None or width is None else (height, width)
     if path.lower().endswith(".npy"):
-        image = np.load(path)
+        try:
+            image = np.load(path)
+        except (ValueError, EOFError, OSError) as error:
+            if isinstance(error, FileNotFoundError):
+                raise
+            raise ValueError(f"Cannot read {path} as a NumPy .npy array: {error}") from None
         if image.ndim == 2:
             image = image[:, :, None]
         if image.ndim != 3:
@@ -94,7 +99,16 @@ def load_image(path, model=None):
             image = np.asarray(keras.ops.image.resize(image, size), "float32")
     else:
         mode = "grayscale" if channels == 1 else "rgb"
-        image = keras.utils.load_img(path, color_mode=mode, target_size=size)
+        try:
+            image = keras.utils.load_img(path, color_mode=mode, target_size=size)
+        except (OSError, ValueError) as error:
+            if isinstance(error, FileNotFoundError):
+                raise
+            # Pillow's own message names a BytesIO, not the file.
+            raise ValueError(
+                f"Cannot read {path} as an image: not a file Pillow can decode (.png, .jpg, "
+                f"...; {type(error).__name__})."
+            ) from None
         image = keras.utils.img_to_array(image, dtype="float32") / 255.0
     if channels is not None and image.shape[-1] != channels:
         raise ValueError(
@@ -284,7 +298,8 @@ def plot_attention_grid(model, image, layer_name=None, grid=4):
 
     Args:
         model, image, layer_name: as for `attention_for_pixel`.
-        grid: number of query pixels per row and per column.
+        grid: number of query pixels per row and per column, at most the side of the
+            layer's input feature map.
 
     Returns:
         A matplotlib `Figure` with `grid * grid` axes, row-major over the query pixels.
@@ -295,6 +310,15 @@ def plot_attention_grid(model, image, layer_name=None, grid=4):
         )
     image_shape = np.shape(image)[:2]
     scores, dilation = _scores(model, image, layer_name)
+    # One query per feature pixel at most: a finer grid repeats panels (and 50 x 50
+    # panels take minutes to draw).
+    side = min(scores.shape[:2])
+    if grid > side:
+        raise ValueError(
+            f"Invalid value for argument `grid`: at most {side}, the side of the "
+            f"{scores.shape[0]}x{scores.shape[1]} feature map the attention layer works on. "
+            f"Received grid={grid}"
+        )
     rows = [int((r + 0.5) * image_shape[0] / grid) for r in range(grid)]
     cols = [int((c + 0.5) * image_shape[1] / grid) for c in range(grid)]
     figure = Figure(figsize=(2.0 * grid, 2.0 * grid + 0.4))

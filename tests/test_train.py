@@ -594,3 +594,14 @@ def test_a_run_refused_by_the_model_builder_leaves_nothing_to_refuse_the_next(
     assert cli.main([*args, "--kernel-size", "5"]) == 130
     with open(output_dir / "config.json") as f:
         assert json.load(f)["kernel_size"] == 5
+
+
+def test_a_data_dir_that_is_a_file_is_named(tmp_path):
+    regular_file = tmp_path / "file"
+    regular_file.write_text("")
+    result = run_cli(["train", "--data-dir", str(regular_file), "--output-dir", str(tmp_path)])
+    assert result.returncode == 2
+    message = result.stderr.splitlines()[-1]
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [message]
+    assert f"Invalid value for `data_dir`: {str(regular_file)!r} is a file" in message
+    assert "downloads" not in message
