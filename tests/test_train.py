@@ -605,3 +605,51 @@ def test_a_data_dir_that_is_a_file_is_named(tmp_path):
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [message]
     assert f"Invalid value for `data_dir`: {str(regular_file)!r} is a file" in message
     assert "downloads" not in message
+
+
+# A resumed run trains on the data of the uninterrupted one.
+
+
+def test_a_run_killed_in_epoch_2_and_resumed_ends_as_the_uninterrupted_run(digits_dir, tmp_path):
+    def args(output_dir):
+        return ["train", "--data-dir", digits_dir, "--output-dir", output_dir, *CONV_ARGS[:4]]
+
+    settings = ["--epochs", "3", "--batch-size", "32", "--train-split", "train[:128]"]
+    settings += ["--test-split", "test[:64]", *TINY_ARGS]
+    whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_sasa", *args(killed), *settings],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+        while run_callbacks.backup_epoch(os.path.join(killed, "backup")) < 1:
+            assert process.poll() is None, "the run ended before its first backup"
+            assert time.monotonic() < deadline, "no backup in time"
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)  # In epoch 2.
+        process.wait(timeout=30)
+    assert run_callbacks.backup_epoch(os.path.join(killed, "backup")) == 1
+    resumed = run_cli([*args(killed), *settings])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming after epoch 1 of 3" in resumed.stdout
+    uninterrupted = run_cli([*args(whole), *settings])
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
+
+    results = []
+    for output_dir in (whole, killed):
+        with open(os.path.join(output_dir, "results.json")) as f:
+            results.append(json.load(f))
+    assert results[1]["test_loss"] == pytest.approx(results[0]["test_loss"], rel=1e-4)
+    assert results[1]["test_accuracy"] == pytest.approx(results[0]["test_accuracy"])
+    rows = [run_callbacks.read_history(os.path.join(d, "history.csv")) for d in (whole, killed)]
+    losses = [[float(row["loss"]) for row in r] for r in rows]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+    models = [keras.saving.load_model(os.path.join(d, "model.keras")) for d in (whole, killed)]
+    for a, b in zip(models[0].weights, models[1].weights):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)

@@ -128,8 +128,15 @@ def make_output_dir(path):
         raise OSError(f"Cannot write the output directory {os.fspath(path)!r}: {reason}.") from None
 
 
-def make_datasets(config, info, strategy=None):
+def make_datasets(config, info, strategy=None, initial_epoch=None):
     """The training and evaluation pipelines of a resolved config, with one-hot labels.
+
+    Args:
+        initial_epoch: None: the training pipeline is one epoch, reshuffled at each pass.
+            An integer (with `config.seed` set): the epochs from that one to the last,
+            one after the other, each a function of (seed, epoch) only, so that a resumed
+            run reads what the uninterrupted one did (`data.load_dataset(initial_epoch=
+            ...)`); give `fit` the `steps_per_epoch`.
 
     Returns:
         `(train, test, steps_per_epoch)`: `tf.data.Dataset`s of `(images, one_hot_labels)`
@@ -143,7 +150,7 @@ def make_datasets(config, info, strategy=None):
     distribute.per_replica_batch_size(config.batch_size, strategy)
     image_size = _pipeline_image_size(config, info)
 
-    def load(split, training):
+    def load(split, training, initial_epoch=None):
         dataset = data.load_dataset(
             config.dataset,
             split,
@@ -152,6 +159,8 @@ def make_datasets(config, info, strategy=None):
             image_size=image_size,
             training=training,
             seed=config.seed,
+            initial_epoch=initial_epoch,
+            epochs=None if initial_epoch is None else config.epochs,
         )
         return dataset.map(
             lambda images, labels: (images, tf.one_hot(labels, info.num_classes)),
@@ -171,6 +180,8 @@ def make_datasets(config, info, strategy=None):
             f"Cannot count the batches of the training split {config.train_split!r} of "
             f"{config.dataset!r}."
         )
+    if initial_epoch is not None:
+        train_data = load(config.train_split, training=True, initial_epoch=initial_epoch)
     return train_data, test_data, steps_per_epoch
 
 
@@ -288,6 +299,13 @@ def train_run(config, info, strategy, run_dir, log=print):
     start_epoch = run_callbacks.check_backup(
         backup_dir, config.epochs, os.path.join(out_dir, HISTORY_FILE), run_dir
     )
+    if config.seed is not None and start_epoch < config.epochs:
+        # Epoch e's data depends on (seed, e) only: resumed at e, the run reads what the
+        # uninterrupted run read (a reshuffled pipeline would start again from epoch 0's).
+        # tf.data pairs an op's seed with the global seed: set it, so that the data do
+        # not depend on what ran before in this process.
+        keras.utils.set_random_seed(config.seed)
+        train_data, _, _ = make_datasets(config, info, strategy, initial_epoch=start_epoch)
 
     previous_policy = keras.mixed_precision.global_policy()
     if config.mixed_precision != "none":
@@ -323,6 +341,7 @@ def train_run(config, info, strategy, run_dir, log=print):
         model.fit(
             train_data,
             epochs=config.epochs,
+            steps_per_epoch=steps_per_epoch,
             validation_data=test_data,
             callbacks=_fit_callbacks(model, config, steps_per_epoch, out_dir, backup_dir),
             verbose=_verbosity(config.verbose),
