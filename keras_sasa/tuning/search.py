@@ -135,7 +135,8 @@ class _WithoutCheckpoints:
     """A tuner that deletes a trial's checkpoint once the trial is recorded.
 
     keras-tuner keeps the weights and optimizer state of every trial's best epoch
-    (`trial_*/checkpoint.weights.h5`, 96 MB for one trial of the ImageNet-sized model).
+    (`trial_*/checkpoint.weights.h5`: every weight three times, with its momentum and
+    its EMA).
     Random search and Bayesian optimisation never read them again: resuming a search
     needs only the oracle's records (an interrupted trial is trained again from the
     start), and the best model is rebuilt from its hyperparameters
