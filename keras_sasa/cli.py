@@ -593,6 +593,7 @@ def _export(args):
     from keras_sasa import export
 
     model = _load_model(args.model)
+    _check_output_parent(args.output)
     log_path = os.fspath(args.output).rstrip("/\\") + ".log"
     try:
         # The exporter and the converter talk at length on stdout and stderr (from C++
@@ -606,6 +607,19 @@ def _export(args):
         raise type(error)(f"{error} (the exporter's log: {log_path})") from None
     os.remove(log_path)
     print(f"Wrote {args.format} {args.output}")
+
+
+def _check_output_parent(output):
+    """Creates the directory `--output` goes in; a UsageError naming `output` if it
+    cannot be (else the first file to fail would be the exporter's log, beside it)."""
+    parent = os.path.dirname(os.path.abspath(output))
+    if os.path.isfile(parent):
+        raise UsageError(f"Cannot write --output {output}: {parent} is a file, not a directory.")
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UsageError(f"Cannot write --output {output}: {reason} ({parent}).") from None
 
 
 @contextlib.contextmanager
@@ -679,7 +693,12 @@ def _add_attention_map_parser(commands):
     parser.add_argument("image", metavar="IMAGE")
     parser.add_argument("--layer", help="attention layer name (default: the first one)")
     parser.add_argument("--pixel", type=int, nargs=2, metavar=("ROW", "COL"))
-    parser.add_argument("--grid", type=_positive_int, help="grid view of N x N query pixels")
+    parser.add_argument(
+        "--grid",
+        type=_positive_int,
+        help="grid view of N x N query pixels; N is at most the side of the layer's "
+        "feature map (its input), e.g. 8 for an 8 x 8 image at the first layer",
+    )
     parser.add_argument("--output", required=True, help="PNG file to write")
     parser.set_defaults(run=_attention_map)
 

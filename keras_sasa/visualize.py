@@ -10,6 +10,10 @@
 Pixels are given in image coordinates. A layer deeper in the model works on a smaller
 feature map: the query is the feature pixel covering the image pixel, and each feature
 pixel's weight is drawn over the image pixels it covers.
+
+The model may be functional, Sequential or subclassed, built in memory or loaded from a
+`.keras` file, and the layer may be nested in a sub-model or a subclassed layer: the
+layer's input is recorded while the model runs on the image.
 """
 
 import keras
@@ -23,9 +27,37 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402  (after the backend is chosen)
 
 
+def _sublayers(layer):
+    """The layers directly inside `layer`: a model's `layers`, or the layers a subclassed
+    layer holds in its attributes (alone or in lists), in the order they were set."""
+    if isinstance(layer, keras.Model):
+        return list(layer.layers)
+    found = []
+    for value in vars(layer).values():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        found += [item for item in items if isinstance(item, keras.layers.Layer)]
+    return found
+
+
+def _attention_layers(model):
+    """The `LocalSelfAttention2D` layers of `model` and of the models and layers nested in
+    it, depth first, each once."""
+    found, seen, stack = [], set(), list(reversed(_sublayers(model)))
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, LocalSelfAttention2D):
+            found.append(layer)
+        else:
+            stack.extend(reversed(_sublayers(layer)))
+    return found
+
+
 def attention_layer_names(model):
-    """Names of the model's `LocalSelfAttention2D` layers, in order."""
-    names = [layer.name for layer in model.layers if isinstance(layer, LocalSelfAttention2D)]
+    """Names of the model's `LocalSelfAttention2D` layers (nested ones too), in order."""
+    names = [layer.name for layer in _attention_layers(model)]
     if not names:
         raise ValueError(f"Model {model.name!r} has no LocalSelfAttention2D layer.")
     return names
@@ -45,7 +77,12 @@ def load_image(path, model=None):
         _, height, width, channels = model.inputs[0].shape
         size = None if height is None or width is None else (height, width)
     if path.lower().endswith(".npy"):
-        image = np.load(path)
+        try:
+            image = np.load(path)
+        except (ValueError, EOFError, OSError) as error:
+            if isinstance(error, FileNotFoundError):
+                raise
+            raise ValueError(f"Cannot read {path} as a NumPy .npy array: {error}") from None
         if image.ndim == 2:
             image = image[:, :, None]
         if image.ndim != 3:
@@ -62,7 +99,16 @@ def load_image(path, model=None):
             image = np.asarray(keras.ops.image.resize(image, size), "float32")
     else:
         mode = "grayscale" if channels == 1 else "rgb"
-        image = keras.utils.load_img(path, color_mode=mode, target_size=size)
+        try:
+            image = keras.utils.load_img(path, color_mode=mode, target_size=size)
+        except (OSError, ValueError) as error:
+            if isinstance(error, FileNotFoundError):
+                raise
+            # Pillow's own message names a BytesIO, not the file.
+            raise ValueError(
+                f"Cannot read {path} as an image: not a file Pillow can decode (.png, .jpg, "
+                f"...; {type(error).__name__})."
+            ) from None
         image = keras.utils.img_to_array(image, dtype="float32") / 255.0
     if channels is not None and image.shape[-1] != channels:
         raise ValueError(
@@ -86,13 +132,51 @@ def _layer_and_inputs(model, image, layer_name):
             "Expected argument `model` to be a keras.Model or a LocalSelfAttention2D layer. "
             f"Received model of type {type(model).__name__}"
         )
-    layer = model.get_layer(layer_name or attention_layer_names(model)[0])
+    layer = _find_layer(model, layer_name or attention_layer_names(model)[0])
     if not isinstance(layer, LocalSelfAttention2D):
         raise TypeError(
             f"Layer {layer.name!r} is a {type(layer).__name__}, not a LocalSelfAttention2D."
         )
-    features = keras.Model(model.input, layer.input)(image[None])
-    return layer, features
+    return layer, _input_of(model, layer, image[None])
+
+
+def _find_layer(model, name):
+    """The layer called `name` in `model` or in a model or layer nested in it."""
+    seen, stack = set(), list(reversed(_sublayers(model)))
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if layer.name == name:
+            return layer
+        stack.extend(reversed(_sublayers(layer)))
+    raise ValueError(f"No layer named {name!r} in model {model.name!r}.")
+
+
+def _input_of(model, layer, images):
+    """What `layer` receives when `model` runs on `images` (its first call's input).
+
+    The model runs once, eagerly, with `layer.call` wrapped to record its input. A
+    sub-model `keras.Model(model.input, layer.input)` would need `layer.input`, which a
+    Sequential model (built or loaded) does not give, nor a layer nested in a subclassed
+    layer; running the model works for every kind of model.
+    """
+    captured = []
+    call = layer.call
+
+    def recording_call(inputs, *args, **kwargs):
+        captured.append(inputs)
+        return call(inputs, *args, **kwargs)
+
+    layer.call = recording_call
+    try:
+        model(images, training=False)
+    finally:
+        del layer.call  # The class's method again.
+    if not captured:
+        raise ValueError(f"Layer {layer.name!r} is not used when model {model.name!r} runs.")
+    return captured[0]
 
 
 def _scores(model, image, layer_name):
@@ -214,7 +298,8 @@ def plot_attention_grid(model, image, layer_name=None, grid=4):
 
     Args:
         model, image, layer_name: as for `attention_for_pixel`.
-        grid: number of query pixels per row and per column.
+        grid: number of query pixels per row and per column, at most the side of the
+            layer's input feature map.
 
     Returns:
         A matplotlib `Figure` with `grid * grid` axes, row-major over the query pixels.
@@ -225,6 +310,15 @@ def plot_attention_grid(model, image, layer_name=None, grid=4):
         )
     image_shape = np.shape(image)[:2]
     scores, dilation = _scores(model, image, layer_name)
+    # One query per feature pixel at most: a finer grid repeats panels (and 50 x 50
+    # panels take minutes to draw).
+    side = min(scores.shape[:2])
+    if grid > side:
+        raise ValueError(
+            f"Invalid value for argument `grid`: at most {side}, the side of the "
+            f"{scores.shape[0]}x{scores.shape[1]} feature map the attention layer works on. "
+            f"Received grid={grid}"
+        )
     rows = [int((r + 0.5) * image_shape[0] / grid) for r in range(grid)]
     cols = [int((c + 0.5) * image_shape[1] / grid) for c in range(grid)]
     figure = Figure(figsize=(2.0 * grid, 2.0 * grid + 0.4))

@@ -316,3 +316,38 @@ def test_dataset_without_image_and_label_is_rejected():
 def test_batch_size_must_be_a_positive_integer(batch_size):
     with pytest.raises(ValueError, match=f"batch_size={batch_size!r}"):
         data.load_dataset("digits", "train", batch_size)
+
+
+def test_epochs_by_number_depend_on_the_seed_and_the_epoch_alone(digits_dir):
+    def epochs_from(initial_epoch, seed=7):
+        dataset = data.load_dataset(
+            "digits",
+            "train[:256]",
+            64,
+            data_dir=digits_dir,
+            training=True,
+            seed=seed,
+            initial_epoch=initial_epoch,
+            epochs=3,
+        )
+        return [(x.numpy(), y.numpy()) for x, y in dataset]
+
+    whole, resumed = epochs_from(0), epochs_from(2)
+    assert (len(whole), len(resumed)) == (12, 4)  # 4 batches per epoch.
+    for (x, y), (x_again, y_again) in zip(whole[8:], resumed):  # Epoch 2 both times.
+        np.testing.assert_array_equal(x_again, x)
+        np.testing.assert_array_equal(y_again, y)
+    labels = [np.concatenate([y for _, y in whole[4 * e : 4 * e + 4]]) for e in range(3)]
+    assert np.mean(labels[0] != labels[1]) > 0.5  # Each epoch is shuffled anew...
+    assert sorted(labels[0]) == sorted(labels[1])  # ...over the same 256 digits.
+    other = epochs_from(2, seed=8)
+    assert np.mean(other[0][1] != resumed[0][1]) > 0.5
+
+
+def test_epochs_by_number_need_a_training_pipeline_with_a_seed_and_a_valid_range():
+    with pytest.raises(ValueError, match=r"initial_epoch=3, epochs=3"):
+        data.load_dataset("digits", "train", 32, training=True, seed=0, initial_epoch=3, epochs=3)
+    with pytest.raises(ValueError, match=r"training=True, seed=None"):
+        data.load_dataset("digits", "train", 32, training=True, initial_epoch=0, epochs=3)
+    with pytest.raises(TypeError, match=r"initial_epoch=1.5"):
+        data.load_dataset("digits", "train", 32, training=True, seed=0, initial_epoch=1.5)

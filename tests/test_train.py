@@ -413,3 +413,245 @@ def test_compare_baseline_prints_both_models_from_the_command_line(compared_run,
     assert "SASA model" in out and "conv baseline" in out
     assert f"{results['baseline']['params']:,}" in out
     assert os.path.join(config.output_dir, "results.json") in out
+
+
+# Mixed precision.
+
+
+def test_ema_is_seen_through_the_loss_scale_optimizer_of_mixed_float16():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(optimizer=recipe.make_optimizer(0.1, ema_momentum=0.9), loss="mse")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert recipe.uses_ema(model.optimizer)
+    callbacks = recipe.ema_callbacks(model.optimizer)
+    assert [type(c) for c in callbacks] == [keras.callbacks.SwapEMAWeights]
+    assert recipe.ema_callbacks(recipe.make_optimizer(0.1)) == []
+
+
+def test_a_run_whose_steps_were_all_skipped_by_loss_scaling_is_refused():
+    from keras_sasa.training import run
+
+    config = training.TrainConfig(epochs=2, mixed_precision="mixed_float16")
+    optimizer = keras.optimizers.LossScaleOptimizer(recipe.make_optimizer(0.1))
+    optimizer.build([keras.Variable(np.zeros(3, "float32"))])
+    with pytest.raises(ValueError, match="none of the 8 training steps was taken"):
+        run.check_steps_taken(optimizer, config, 4, "D")
+    optimizer.iterations.assign(5)
+    messages = []
+    run.check_steps_taken(optimizer, config, 4, "D", log=messages.append)
+    assert messages and "3 of 8 training steps were skipped" in messages[0]
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_runs_validate_with_the_ema_weights(policy, digits_dir, tmp_path):
+    config = training.TrainConfig(
+        data_dir=digits_dir,
+        output_dir=str(tmp_path / "run"),
+        epochs=2,
+        batch_size=16,  # 16 steps: float16 skips its first 8 (the loss scale 2**15 -> 2**7).
+        ema_momentum=0.5,
+        mixed_precision=policy,
+        verbose=0,
+        train_split="train[:128]",
+        test_split="test[:64]",
+        **TINY,
+    )
+    messages = []
+    results = training.train(config, log=messages.append)
+    rows = run_callbacks.read_history(os.path.join(config.output_dir, "history.csv"))
+    for column in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        assert all(np.isfinite(float(row[column])) for row in rows), column
+    # The last validation is that of the EMA weights, which the final evaluation uses.
+    assert float(rows[-1]["val_loss"]) == pytest.approx(results["test_loss"], rel=1e-5)
+    assert float(rows[-1]["val_accuracy"]) == pytest.approx(results["test_accuracy"])
+    skipped = [m for m in messages if "training steps were skipped" in m]
+    if policy == "mixed_float16":
+        assert len(skipped) == 1 and "steps taken" in skipped[0]
+    else:  # No loss scaling: every step is taken and the schedule ends at 0.
+        assert skipped == []
+        assert float(rows[-1]["learning_rate"]) == pytest.approx(0.0, abs=1e-7)
+
+
+# Damaged backups: refused before training, one line naming the file.
+
+CONV_ARGS = ["--stem", "conv_small", "--attention-stages", "none", "--epochs", "2"]
+CONV_ARGS += ["--batch-size", "32", "--train-split", "train[:128]", "--test-split", "test[:64]"]
+CONV_ARGS += TINY_ARGS
+
+
+@pytest.fixture(scope="module")
+def stopped_run(digits_dir, tmp_path_factory):
+    """A 2-epoch run stopped after training, before results.json: its backup is whole."""
+    from keras_sasa.training import run
+
+    output_dir = str(tmp_path_factory.mktemp("stopped") / "run")
+    write_json = run.run_callbacks.write_json_atomically
+
+    def stop_at_results(path, value):
+        if path.endswith("results.json"):
+            raise KeyboardInterrupt  # Stopped between fit and the results.
+        write_json(path, value)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run.run_callbacks, "write_json_atomically", stop_at_results)
+        argv = ["train", "--data-dir", digits_dir, "--output-dir", output_dir, *CONV_ARGS]
+        assert cli.main(argv) == 130
+    assert run_callbacks.backup_epoch(os.path.join(output_dir, "backup")) == 2
+    return output_dir
+
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def _set_epoch_99(path):
+    with open(path, "w") as f:
+        json.dump({"epoch": 99, "batch": 0}, f)
+
+
+DAMAGES = {
+    "truncated-weights": ("latest.weights.h5", _truncate),
+    "empty-metadata": ("training_metadata.json", lambda path: open(path, "w").close()),
+    "deleted-weights": ("latest.weights.h5", os.remove),
+    "epoch-99": ("training_metadata.json", _set_epoch_99),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_backup_is_refused_naming_the_file(damage, stopped_run, digits_dir, tmp_path):
+    import shutil
+
+    output_dir = str(tmp_path / "run")
+    shutil.copytree(stopped_run, output_dir)
+    name, damage_file = DAMAGES[damage]
+    damaged = os.path.join(output_dir, "backup", name)
+    damage_file(damaged)
+    result = run_cli(["train", "--data-dir", digits_dir, "--output-dir", output_dir, *CONV_ARGS])
+    assert result.returncode == 2, result.stderr[-2000:]
+    # TensorFlow's C++ start-up lines aside, the command says one line: the last.
+    message = result.stderr.splitlines()[-1]
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [message]
+    assert f"Cannot resume the run in {output_dir}: {damaged}" in message
+    assert f"Delete {os.path.join(output_dir, 'backup')} to train the run again" in message
+    assert "resuming" not in result.stdout and "Epoch" not in result.stdout
+    assert not os.path.exists(os.path.join(output_dir, "results.json"))
+
+
+def test_a_backup_whose_epochs_have_no_history_rows_is_refused(tmp_path):
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "latest.weights.h5").write_bytes(b"")
+    (backup / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss\n0,1.0\n")
+    with pytest.raises(ValueError, match=r"history.csv lacks the rows of 1 of the 2 epochs"):
+        run_callbacks.check_backup(str(backup), 4, str(history), str(tmp_path))
+    history.write_text("epoch,loss\n0,1.0\n1,0.9\n2,0.8")  # A row beyond: dropped later.
+    assert run_callbacks.check_backup(str(backup), 4, str(history), str(tmp_path)) == 2
+    (backup / "latest.weights.h5").unlink()
+    (backup / "training_metadata.json").unlink()
+    assert run_callbacks.check_backup(str(backup), 4, str(history), str(tmp_path)) == 0
+
+
+def test_the_checkpoint_is_replaced_atomically(tmp_path, monkeypatch):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    path = str(tmp_path / "checkpoints" / "latest.weights.h5")
+    checkpoint = run_callbacks.AtomicWeightsCheckpoint(path)
+    checkpoint.set_model(model)
+    renamed = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renamed.append((a, b)), real_replace(a, b)))
+    checkpoint.on_epoch_end(0)
+    assert [b for _, b in renamed] == [path]
+    assert os.path.dirname(renamed[0][0]) == os.path.dirname(path)  # Same directory.
+    assert os.listdir(tmp_path / "checkpoints") == ["latest.weights.h5"]
+    fresh = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    fresh.compile(optimizer="sgd", loss="mse")
+    fresh.load_weights(path)
+    np.testing.assert_array_equal(fresh.layers[0].kernel.numpy(), model.layers[0].kernel.numpy())
+
+
+# A refused run writes nothing.
+
+
+def test_a_run_refused_by_the_model_builder_leaves_nothing_to_refuse_the_next(
+    digits_dir, tmp_path, monkeypatch
+):
+    output_dir = tmp_path / "D"
+    args = ["train", "--data-dir", digits_dir, "--output-dir", str(output_dir), "--epochs", "1"]
+    args += ["--base-width", "4", "--num-heads", "2", "--train-split", "train[:64]"]
+    refused = run_cli([*args, "--kernel-size", "4"])
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1].startswith("error: Invalid value for argument")
+    assert "kernel_size=4" in refused.stderr.splitlines()[-1]
+    assert not output_dir.exists()  # Neither config.json nor an empty directory.
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt  # Reached fit: the configuration was accepted.
+
+    monkeypatch.setattr(keras.Model, "fit", stop)
+    assert cli.main([*args, "--kernel-size", "5"]) == 130
+    with open(output_dir / "config.json") as f:
+        assert json.load(f)["kernel_size"] == 5
+
+
+def test_a_data_dir_that_is_a_file_is_named(tmp_path):
+    regular_file = tmp_path / "file"
+    regular_file.write_text("")
+    result = run_cli(["train", "--data-dir", str(regular_file), "--output-dir", str(tmp_path)])
+    assert result.returncode == 2
+    message = result.stderr.splitlines()[-1]
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [message]
+    assert f"Invalid value for `data_dir`: {str(regular_file)!r} is a file" in message
+    assert "downloads" not in message
+
+
+# A resumed run trains on the data of the uninterrupted one.
+
+
+def test_a_run_killed_in_epoch_2_and_resumed_ends_as_the_uninterrupted_run(digits_dir, tmp_path):
+    def args(output_dir):
+        return ["train", "--data-dir", digits_dir, "--output-dir", output_dir, *CONV_ARGS[:4]]
+
+    settings = ["--epochs", "3", "--batch-size", "32", "--train-split", "train[:128]"]
+    settings += ["--test-split", "test[:64]", *TINY_ARGS]
+    whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_sasa", *args(killed), *settings],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+        while run_callbacks.backup_epoch(os.path.join(killed, "backup")) < 1:
+            assert process.poll() is None, "the run ended before its first backup"
+            assert time.monotonic() < deadline, "no backup in time"
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)  # In epoch 2.
+        process.wait(timeout=30)
+    assert run_callbacks.backup_epoch(os.path.join(killed, "backup")) == 1
+    resumed = run_cli([*args(killed), *settings])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming after epoch 1 of 3" in resumed.stdout
+    uninterrupted = run_cli([*args(whole), *settings])
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
+
+    results = []
+    for output_dir in (whole, killed):
+        with open(os.path.join(output_dir, "results.json")) as f:
+            results.append(json.load(f))
+    assert results[1]["test_loss"] == pytest.approx(results[0]["test_loss"], rel=1e-4)
+    assert results[1]["test_accuracy"] == pytest.approx(results[0]["test_accuracy"])
+    rows = [run_callbacks.read_history(os.path.join(d, "history.csv")) for d in (whole, killed)]
+    losses = [[float(row["loss"]) for row in r] for r in rows]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+    models = [keras.saving.load_model(os.path.join(d, "model.keras")) for d in (whole, killed)]
+    for a, b in zip(models[0].weights, models[1].weights):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)

@@ -371,3 +371,27 @@ def test_a_search_with_other_settings_in_the_same_directory_is_refused(
             max_trials=2,
             output_dir=output_dir,
         )
+
+
+def test_trials_under_mixed_float16_validate_with_the_ema_weights(digits_dir):
+    import keras
+
+    config = tiny_config(digits_dir, mixed_precision="mixed_float16")
+    hypermodel = SASAHyperModel(config, SearchSpace(**SPACE))
+    hp = hypermodel.hyperparameters()
+    model = hypermodel.build(hp)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    passed = {}
+    model.fit = lambda *args, **kwargs: passed.update(kwargs)  # Only the arguments.
+    hypermodel.fit(hp, model, epochs=1)
+    assert [type(c) for c in passed["callbacks"]] == [keras.callbacks.SwapEMAWeights]
+
+
+def test_a_random_search_keeps_no_trial_checkpoints(finished_search):
+    import glob
+
+    output_dir, results = finished_search
+    trial_dirs = glob.glob(os.path.join(output_dir, "search", "trial_*"))
+    assert len(trial_dirs) == 2
+    assert all(os.path.exists(os.path.join(d, "trial.json")) for d in trial_dirs)
+    assert glob.glob(os.path.join(output_dir, "search", "trial_*", "checkpoint*")) == []

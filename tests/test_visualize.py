@@ -1,5 +1,9 @@
 """Attention maps: the weights drawn per pixel and per grid, and the attention-map command."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import matplotlib.image
 import numpy as np
@@ -121,3 +125,132 @@ def test_attention_map_command_rejects_an_unknown_layer(model_file, tmp_path, ca
     assert cli.main(argv) != 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope" in err
+
+
+# Every kind of model: Sequential, functional, a layer nested in a subclassed layer, loaded.
+
+
+def sequential_model():
+    return keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(8, 1, name="proj"),
+            LocalSelfAttention2D(8, 3, 2, name="attn1"),
+        ]
+    )
+
+
+class Block(keras.layers.Layer):
+    """A subclassed layer holding a projection and an attention layer."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.proj = keras.layers.Conv2D(8, 1, name="inner_proj")
+        self.attn = LocalSelfAttention2D(8, 3, 2, name="inner_attn")
+
+    def call(self, inputs):
+        return self.attn(self.proj(inputs))
+
+
+def expected_pixel_map(projection, attention, pixel):
+    """The map computed by hand: the projection, then the attention layer's scores."""
+    _, scores = attention(projection(image()[None]), return_attention_scores=True)
+    scores = np.asarray(scores)[0]
+    row, col = pixel
+    maps = np.zeros((2, 12, 12), "float32")
+    for a in range(3):
+        for b in range(3):
+            r, c = row + a - 1, col + b - 1
+            if 0 <= r < 12 and 0 <= c < 12:
+                maps[:, r, c] = scores[row, col, :, a, b]
+    return maps
+
+
+def test_pixel_map_of_a_sequential_model_in_memory_and_loaded(tmp_path):
+    model = sequential_model()
+    expected = expected_pixel_map(model.get_layer("proj"), model.get_layer("attn1"), (4, 0))
+    maps = visualize.attention_for_pixel(model, image(), "attn1", pixel=(4, 0))
+    np.testing.assert_allclose(maps, expected, atol=1e-6)
+    model.save(tmp_path / "sequential.keras")
+    loaded = keras.models.load_model(tmp_path / "sequential.keras")
+    maps = visualize.attention_for_pixel(loaded, image(), pixel=(4, 0))
+    np.testing.assert_allclose(maps, expected, atol=1e-6)
+    np.testing.assert_allclose(maps.sum(axis=(1, 2)), 1.0, atol=1e-6)
+
+
+def test_pixel_map_of_an_attention_layer_inside_a_subclassed_layer():
+    inputs = keras.Input((12, 12, 3))
+    block = Block(name="block")
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(block(inputs)))
+    assert visualize.attention_layer_names(model) == ["inner_attn"]
+    maps = visualize.attention_for_pixel(model, image(), pixel=(0, 11))
+    np.testing.assert_allclose(maps, expected_pixel_map(block.proj, block.attn, (0, 11)), atol=1e-6)
+    assert "call" not in vars(block.attn)  # The recording wrapper is gone.
+
+
+def test_pixel_map_of_a_loaded_functional_model_matches_the_in_memory_one(model_file):
+    loaded = keras.models.load_model(model_file)
+    maps = visualize.attention_for_pixel(loaded, image(), "attn2", pixel=(11, 0))
+    features = keras.Model(loaded.inputs, loaded.get_layer("pool").output)(image()[None])
+    _, scores = loaded.get_layer("attn2")(features, return_attention_scores=True)
+    np.testing.assert_allclose(maps[:, 3, 2], np.asarray(scores)[0, 5, 0, :, 1, 3], atol=1e-7)
+
+
+def test_attention_map_command_on_a_sequential_model_file(tmp_path):
+    sequential_model().save(tmp_path / "sequential.keras")
+    np.save(tmp_path / "image.npy", image())
+    output = tmp_path / "map.png"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # keras_sasa's parent
+    argv = ["attention-map", str(tmp_path / "sequential.keras"), str(tmp_path / "image.npy")]
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_sasa", *argv, "--output", str(output)],
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=root),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert output.read_bytes()[:8] == PNG_SIGNATURE
+
+
+# The command's messages name what is wrong.
+
+
+def run_cli(args):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # keras_sasa's parent
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_sasa", *args],
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=root),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    # TensorFlow's C++ start-up lines aside, a refusal is one line: the last.
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    return result, errors
+
+
+def test_attention_map_command_names_a_corrupt_image(model_file, tmp_path):
+    source = tmp_path / "broken.png"
+    source.write_bytes(PNG_SIGNATURE + b"not the rest of a PNG")
+    result, errors = run_cli(["attention-map", str(model_file), str(source), "--output", "x.png"])
+    assert result.returncode == 2
+    assert errors == [result.stderr.splitlines()[-1]]
+    assert f"Cannot read {source} as an image" in errors[0]
+    assert "BytesIO" not in errors[0]
+
+
+def test_attention_map_grid_is_bounded_by_the_feature_map(model_file, tmp_path):
+    source = tmp_path / "image.npy"
+    np.save(source, image())
+    output = tmp_path / "grid.png"
+    argv = ["attention-map", str(model_file), str(source), "--output", str(output)]
+    result, errors = run_cli([*argv, "--layer", "attn2", "--grid", "50"])
+    assert result.returncode == 2 and not output.exists()
+    assert errors == [
+        "error: Invalid value for argument `grid`: at most 6, the side of the 6x6 feature map "
+        "the attention layer works on. Received grid=50"
+    ]
+    # The largest grid: one query per feature pixel.
+    figure = visualize.plot_attention_grid(small_model(), image(), "attn2", grid=6)
+    assert len(figure.axes) == 36

@@ -41,6 +41,8 @@ def load_dataset(
     cache: Optional[bool] = None,
     drop_remainder: Optional[bool] = None,
     download: bool = True,
+    initial_epoch: Optional[int] = None,
+    epochs: Optional[int] = None,
 ) -> tf.data.Dataset:
     """A batched `(images, labels)` dataset of an image classification data set.
 
@@ -57,6 +59,13 @@ def load_dataset(
     With a `seed`, the pipeline is reproducible: building it again with the same seed
     gives the same batches, epoch after epoch, and each epoch is shuffled and augmented
     differently.
+
+    With an `initial_epoch` and `epochs` as well (training only), the dataset holds the
+    batches of epoch `initial_epoch`, then of the next epoch, up to epoch `epochs - 1`
+    (give `Model.fit` its `steps_per_epoch`). Each epoch's order and augmentation are a
+    function of the seed and the epoch number alone, so a run resumed at epoch e reads
+    the batches the uninterrupted run read at epoch e. (Without them, each pass over the
+    dataset is reshuffled from a state that starts again at epoch 0 in a new process.)
 
     Under a `tf.distribute` strategy, batch with the global batch size
     (`keras_sasa.distribute.global_batch_size`): Keras splits each batch over replicas.
@@ -91,6 +100,9 @@ def load_dataset(
         drop_remainder: drop the last, partial batch. Defaults to `training` (TPUs and
             exact replica splits need full batches).
         download: prepare the data set if it is not yet prepared.
+        initial_epoch, epochs: with `training` and a `seed`, the first epoch and the
+            number of epochs of a run: the dataset holds epochs `initial_epoch` ..
+            `epochs - 1`, each a function of (seed, epoch) only (see above).
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)`: float32 images of shape
@@ -106,6 +118,22 @@ def load_dataset(
         _check_positive_int("image_size", image_size)
     if shuffle_buffer is not None:
         _check_positive_int("shuffle_buffer", shuffle_buffer)
+    if initial_epoch is not None:
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral):
+            raise TypeError(
+                "Invalid type for argument `initial_epoch`. Expected an integer. "
+                f"Received: initial_epoch={initial_epoch!r}"
+            )
+        if not isinstance(epochs, numbers.Integral) or not 0 <= initial_epoch < epochs:
+            raise ValueError(
+                "Invalid value for argument `initial_epoch`: expected 0 <= initial_epoch < "
+                f"epochs. Received: initial_epoch={initial_epoch}, epochs={epochs!r}"
+            )
+        if not training or seed is None:
+            raise ValueError(
+                "Invalid value for argument `initial_epoch`: only a training pipeline with a "
+                f"seed reads epochs by number. Received: training={training}, seed={seed}"
+            )
 
     builder = catalog.get_builder(name, data_dir)
     if download:
@@ -135,6 +163,12 @@ def load_dataset(
             shuffle_buffer = MAX_DEFAULT_SHUFFLE_BUFFER
             if num_examples > 0:
                 shuffle_buffer = min(num_examples, shuffle_buffer)
+    if initial_epoch is not None:
+        batches = _epochs_from(
+            dataset, initial_epoch, epochs, seed, view, shuffle_buffer, batch_size, drop_remainder
+        )
+        return batches.with_options(_sharding_options(builder, split)).prefetch(tf.data.AUTOTUNE)
+    if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         # One seed pair per image, fresh each epoch and reproducible for a given seed.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
@@ -157,6 +191,48 @@ def load_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _scale(images, labels):
+    return tf.cast(images, tf.float32) / 255.0, labels
+
+
+def _epochs_from(
+    dataset, initial_epoch, epochs, seed, view, shuffle_buffer, batch_size, drop_remainder
+):
+    """Epochs `initial_epoch` .. `epochs - 1` of `dataset`, batched, one after the other;
+    each shuffled and augmented with seeds made of (seed, epoch) and the image's place.
+
+    The epochs are separate datasets with Python seeds: a seed tensor (one epoch number
+    per element of a `Dataset.range`) fails in `shuffle` when the global seed is 0.
+    """
+
+    def epoch_batches(epoch):
+        epoch_seed = seed * 1_000_003 + epoch
+        shuffled = dataset.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+        # The image's augmentation seed pair: (epoch seed, place in the epoch).
+        pair = tf.constant(epoch_seed, tf.int64)
+        augmented = shuffled.enumerate().map(
+            lambda index, example: (view(example[0], tf.stack([pair, index])), example[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        batches = augmented.batch(
+            batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE
+        )
+        return batches.map(_scale, num_parallel_calls=tf.data.AUTOTUNE)
+
+    per_epoch = [epoch_batches(epoch) for epoch in range(initial_epoch, epochs)]
+    if len(per_epoch) == 1:
+        return per_epoch[0]
+    steps = int(per_epoch[0].cardinality())
+    if steps < 0:
+        raise ValueError("Cannot count the batches of an epoch, to read one epoch after another.")
+    # All of epoch i's batches, then epoch i + 1's: choose_from_datasets reads the epochs
+    # in turn from a flat list (chained concatenates would nest `epochs` deep).
+    order = tf.data.Dataset.range(len(per_epoch)).flat_map(
+        lambda i: tf.data.Dataset.from_tensors(i).repeat(steps)
+    )
+    return tf.data.Dataset.choose_from_datasets(per_epoch, order)
 
 
 def _image_view(image_shape, image_size, *, training, flip):

@@ -88,6 +88,110 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         write_json_atomically(self._training_metadata_path, metadata)
 
 
+BACKUP_WEIGHTS_FILE = "latest.weights.h5"  # BackupAndRestore's file names
+BACKUP_METADATA_FILE = "training_metadata.json"
+
+
+def _damaged(run_dir, backup_dir, path, problem):
+    return ValueError(
+        f"Cannot resume the run in {run_dir}: {path} {problem}. Delete {backup_dir} to "
+        f"train the run again from its first epoch, or delete {run_dir} to start over."
+    )
+
+
+def check_backup(backup_dir, epochs, history_path, run_dir):
+    """The epoch a run restarts at from its `BackupAndRestore` state (0 without one),
+    once the backup is found whole and consistent.
+
+    `BackupAndRestore` would restore a damaged backup with a raw error naming no file
+    (truncated weights, empty metadata), or silently train from scratch under the epoch
+    numbers of the metadata (weights deleted), or train nothing and report the
+    untrained model (an epoch beyond the run's). The backup's weights and metadata must
+    both be there, the metadata must give an epoch in 1..`epochs`, and `history_path`
+    must hold a row for every epoch the backup says is finished. Whether the weights
+    load is checked by `load_backup_weights`, once the model is built.
+
+    Raises:
+        ValueError: naming the damaged file and the directory to delete.
+    """
+    weights = os.path.join(backup_dir, BACKUP_WEIGHTS_FILE)
+    metadata = os.path.join(backup_dir, BACKUP_METADATA_FILE)
+    has_weights, has_metadata = os.path.isfile(weights), os.path.isfile(metadata)
+    if not has_weights and not has_metadata:
+        return 0
+    if not has_weights:
+        raise _damaged(run_dir, backup_dir, weights, f"is missing (its {metadata} is there)")
+    if not has_metadata:
+        raise _damaged(run_dir, backup_dir, metadata, f"is missing (its {weights} is there)")
+    try:
+        with open(metadata) as f:
+            epoch = json.load(f)["epoch"]
+    except (ValueError, KeyError, TypeError, IndexError):
+        raise _damaged(
+            run_dir, backup_dir, metadata, 'is not a backup\'s metadata ({"epoch": N, ...})'
+        ) from None
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= epochs:
+        raise _damaged(
+            run_dir,
+            backup_dir,
+            metadata,
+            f"gives epoch {epoch!r} as finished, outside this run's 1..{epochs}",
+        )
+    finished = set()
+    for row in read_history(history_path):
+        try:
+            finished.add(int(row["epoch"]))
+        except (KeyError, TypeError, ValueError):
+            pass  # Not a row: EpochCSVLogger drops it.
+    missing = [e for e in range(epoch) if e not in finished]
+    if missing:
+        raise _damaged(
+            run_dir,
+            backup_dir,
+            history_path,
+            f"lacks the rows of {len(missing)} of the {epoch} epochs the backup gives as "
+            f"finished (epochs {', '.join(str(e) for e in missing[:5])}, counted from 0)",
+        )
+    return epoch
+
+
+def load_backup_weights(model, backup_dir, run_dir):
+    """Loads the backup's weights (and optimizer state) into `model`, as
+    `BackupAndRestore` will; ValueError naming the file if they cannot be loaded.
+
+    Call it after `check_backup` found a backup, in the strategy's scope.
+    """
+    path = os.path.join(backup_dir, BACKUP_WEIGHTS_FILE)
+    try:
+        # As BackupAndRestore does: the optimizer's variables must exist to be loaded.
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(path)
+    except Exception as error:  # h5py and Keras raise many types for a damaged file.
+        lines = str(error).strip().splitlines()
+        reason = lines[0][:200] if lines else type(error).__name__
+        raise _damaged(run_dir, backup_dir, path, f"cannot be loaded ({reason})") from None
+
+
+class AtomicWeightsCheckpoint(keras.callbacks.Callback):
+    """Saves the model's weights (and optimizer state) to `filepath` after every epoch,
+    replacing the file atomically: a kill while writing leaves the previous file whole.
+
+    `keras.callbacks.ModelCheckpoint(filepath, save_weights_only=True)` writes the file
+    in place, and a kill during the write leaves it truncated.
+    """
+
+    def __init__(self, filepath):
+        super().__init__()
+        self.filepath = filepath
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(os.path.dirname(self.filepath) or ".", exist_ok=True)
+        replace_atomically(
+            self.filepath, lambda path: self.model.save_weights(path, overwrite=True)
+        )
+
+
 def backup_epoch(backup_dir):
     """The epoch a run backed up to `backup_dir` restarts at (0 without a backup)."""
     path = os.path.join(backup_dir, "training_metadata.json")

@@ -13,6 +13,7 @@ Fields left at None are chosen by `resolve` once the data set is known:
 """
 
 import dataclasses
+import os
 import re
 from typing import Optional, Tuple, Union
 
@@ -157,6 +158,12 @@ class TrainConfig:
 
 def check(config):
     """Raises ValueError for values no data set makes valid; names the field."""
+    if config.data_dir is not None and os.path.isfile(config.data_dir):
+        # TFDS would fail later on a path inside it ("Not a directory: '.../downloads'").
+        raise ValueError(
+            f"Invalid value for `data_dir`: {config.data_dir!r} is a file; expected a "
+            "directory (TFDS's data directory, created if missing)."
+        )
     if config.model not in MODELS:
         raise ValueError(f"Unknown model {config.model!r}. Expected one of: {', '.join(MODELS)}.")
     if config.stem is not None and config.stem not in STEMS:

@@ -11,6 +11,15 @@ weight_decay=...)`, `keras.optimizers.schedules.CosineDecay(warmup_target=...,
 warmup_steps=...)`, `keras.losses.CategoricalCrossentropy(label_smoothing=...)`, and
 `keras.callbacks.SwapEMAWeights` to validate with the EMA weights during training
 (`Model.fit` itself puts the EMA weights into the model when it returns).
+
+Under `mixed_float16`, `Model.compile` wraps the optimizer in a
+`keras.optimizers.LossScaleOptimizer`, which skips the steps whose gradients overflow
+(the first few of a run, while its loss scale comes down from 2**15). The schedule and
+the EMA follow the optimizer's `iterations`, the steps taken, so such a run's learning
+rate ends a few steps short of 0; `keras_sasa.training.run.check_steps_taken` says so
+and refuses a run with no step taken. The schedule does not count the skipped steps:
+Keras' EMA starts its average from the weights at iteration 0 and would start from
+zeros.
 """
 
 import math
@@ -184,10 +193,23 @@ def make_metrics(num_classes):
     return metrics
 
 
+def uses_ema(optimizer):
+    """Whether `optimizer` keeps an EMA of the weights.
+
+    Under `mixed_float16` `Model.compile` wraps the optimizer in a
+    `keras.optimizers.LossScaleOptimizer`, whose own `use_ema` is always False: the
+    wrapped optimizer (`inner_optimizer`) is the one that keeps the EMA.
+    """
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if inner is not None:
+        return uses_ema(inner)
+    return bool(getattr(optimizer, "use_ema", False))
+
+
 def ema_callbacks(optimizer):
-    """`[SwapEMAWeights()]` when the optimizer keeps an EMA, so that validation during
-    `fit` uses the EMA weights; else `[]`."""
-    return [keras.callbacks.SwapEMAWeights()] if optimizer.use_ema else []
+    """`[SwapEMAWeights()]` when the optimizer keeps an EMA (`uses_ema`), so that
+    validation during `fit` uses the EMA weights; else `[]`."""
+    return [keras.callbacks.SwapEMAWeights()] if uses_ema(optimizer) else []
 
 
 def separate_variable_buffers(optimizer):

@@ -11,7 +11,7 @@ A run directory (`output_dir`; the baseline's is `output_dir/baseline`) holds:
     history.csv       one row per finished epoch: epoch, loss, accuracy, val_*,
                       learning_rate, epoch_seconds, images_per_second
     logs/             TensorBoard event files (train/, validation/)
-    checkpoints/      latest.weights.h5, replaced after every epoch: the model and
+    checkpoints/      latest.weights.h5, replaced atomically after every epoch: the model and
                       optimizer state (the weights being trained, their EMA in the
                       optimizer), for `model.load_weights` on a compiled model
     backup/           the BackupAndRestore state, removed once the run is finished
@@ -21,7 +21,10 @@ A run directory (`output_dir`; the baseline's is `output_dir/baseline`) holds:
 Starting a run again with the same configuration continues it from its last finished
 epoch (or, if it was killed after training but before `results.json`, only evaluates
 and saves). A run whose `results.json` exists is finished: starting it again reports the
-stored results and trains nothing.
+stored results and trains nothing. A damaged backup (weights or metadata missing,
+truncated or unreadable, an epoch outside the run, epochs without their history.csv
+rows) is refused before anything is trained, naming the file and the directory to
+delete (`callbacks.check_backup`).
 """
 
 import math
@@ -78,7 +81,26 @@ def train(config, strategy=None, log=print):
     # Checks the data set's name before anything is written or started.
     data.dataset_info(config.dataset, data_dir=config.data_dir)
     output_dir = config.output_dir or run_config.default_output_dir(config.dataset, config.model)
+    created = not os.path.exists(output_dir)
     make_output_dir(output_dir)
+    try:
+        return _train(config, strategy, output_dir, log)
+    except ValueError:
+        if created:  # A refused run leaves no empty directory behind.
+            _remove_empty_dirs(output_dir)
+        raise
+
+
+def _remove_empty_dirs(path):
+    """Removes `path` and the directories in it, if they hold no file."""
+    for directory, _, _ in sorted(os.walk(path), key=lambda entry: -len(entry[0])):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass  # Not empty: something was written there.
+
+
+def _train(config, strategy, output_dir, log):
     strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
     info = data.dataset_info(config.dataset, data_dir=config.data_dir, download=True)
     config = run_config.resolve(config.replace(output_dir=output_dir), info)
@@ -175,11 +197,18 @@ def make_output_dir(path):
         raise OSError(f"Cannot write the output directory {os.fspath(path)!r}: {reason}.") from None
 
 
-def make_datasets(config, info, strategy=None):
+def make_datasets(config, info, strategy=None, initial_epoch=None):
     """The training and evaluation pipelines of a resolved config, with one-hot labels.
 
     With `config.validation_split`, training uses the training split without its held-out
     share (see `make_validation_dataset`).
+
+    Args:
+        initial_epoch: None: the training pipeline is one epoch, reshuffled at each pass.
+            An integer (with `config.seed` set): the epochs from that one to the last,
+            one after the other, each a function of (seed, epoch) only, so that a resumed
+            run reads what the uninterrupted one did (`data.load_dataset(initial_epoch=
+            ...)`); give `fit` the `steps_per_epoch`.
 
     Returns:
         `(train, test, steps_per_epoch)`: `tf.data.Dataset`s of `(images, one_hot_labels)`
@@ -207,6 +236,8 @@ def make_datasets(config, info, strategy=None):
             f"Cannot count the batches of the training split {train_split!r} of "
             f"{config.dataset!r}."
         )
+    if initial_epoch is not None:
+        train_data = _load(config, info, train_split, training=True, initial_epoch=initial_epoch)
     return train_data, test_data, steps_per_epoch
 
 
@@ -219,7 +250,7 @@ def make_validation_dataset(config, info):
     return _load(config, info, held_out, training=False)
 
 
-def _load(config, info, split, training):
+def _load(config, info, split, training, initial_epoch=None):
     dataset = data.load_dataset(
         config.dataset,
         split,
@@ -228,6 +259,8 @@ def _load(config, info, split, training):
         image_size=_pipeline_image_size(config, info),
         training=training,
         seed=config.seed,
+        initial_epoch=initial_epoch,
+        epochs=None if initial_epoch is None else config.epochs,
     )
     return dataset.map(
         lambda images, labels: (images, tf.one_hot(labels, info.num_classes)),
@@ -344,9 +377,18 @@ def train_run(config, info, strategy, run_dir, log=print):
         _check_same_run(stored, config, run_dir)
     chief = _is_chief(strategy)
     out_dir = run_dir if chief else distribute.worker_dir(run_dir, strategy)
-    if chief:
-        run_callbacks.write_json_atomically(config_path, config.to_dict())
     backup_dir = distribute.worker_dir(os.path.join(run_dir, BACKUP_DIR), strategy)
+    # A damaged backup is refused before anything is written or trained.
+    start_epoch = run_callbacks.check_backup(
+        backup_dir, config.epochs, os.path.join(out_dir, HISTORY_FILE), run_dir
+    )
+    if config.seed is not None and start_epoch < config.epochs:
+        # Epoch e's data depends on (seed, e) only: resumed at e, the run reads what the
+        # uninterrupted run read (a reshuffled pipeline would start again from epoch 0's).
+        # tf.data pairs an op's seed with the global seed: set it, so that the data do
+        # not depend on what ran before in this process.
+        keras.utils.set_random_seed(config.seed)
+        train_data, _, _ = make_datasets(config, info, strategy, initial_epoch=start_epoch)
 
     previous_policy = keras.mixed_precision.global_policy()
     if config.mixed_precision != "none":
@@ -356,14 +398,19 @@ def train_run(config, info, strategy, run_dir, log=print):
         with strategy.scope():
             model = build_model(config, info)
             compile_model(model, config, steps_per_epoch, strategy)
+        # Written once the model is built: a configuration the builder refuses (an even
+        # kernel size, images too small) leaves no config.json to refuse the next run.
+        if chief:
+            run_callbacks.write_json_atomically(config_path, config.to_dict())
         if _single_device(strategy):
             # Restoring a backup (in fit) replaces these statistics.
             recipe.initialize_batch_norm_statistics(model, first_images(config, info))
         params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
         flops = count_flops(model)
 
-        start_epoch = run_callbacks.backup_epoch(backup_dir)
         if start_epoch:
+            with strategy.scope():
+                run_callbacks.load_backup_weights(model, backup_dir, run_dir)
             log(
                 f"{run_dir}: resuming after epoch {start_epoch} of {config.epochs} "
                 f"(from {backup_dir})."
@@ -378,11 +425,13 @@ def train_run(config, info, strategy, run_dir, log=print):
         model.fit(
             train_data,
             epochs=config.epochs,
+            steps_per_epoch=steps_per_epoch,
             validation_data=test_data if validation_data is None else validation_data,
             callbacks=_fit_callbacks(model, config, steps_per_epoch, out_dir, backup_dir),
             verbose=_verbosity(config.verbose),
             shuffle=False,  # The pipeline shuffles.
         )
+        check_steps_taken(model.optimizer, config, steps_per_epoch, run_dir, log)
         # fit has put the EMA weights in the model (optimizer.finalize_variable_values).
         recipe.separate_variable_buffers(model.optimizer)
         test = model.evaluate(test_data, return_dict=True, verbose=0)
@@ -399,6 +448,41 @@ def train_run(config, info, strategy, run_dir, log=print):
     return results
 
 
+def check_steps_taken(optimizer, config, steps_per_epoch, run_dir, log=print):
+    """Says how many training steps a `LossScaleOptimizer` skipped; refuses a run with none.
+
+    Under `mixed_float16` Keras' `LossScaleOptimizer` skips every step whose gradients
+    overflow in float16, halving its loss scale (2**15 at first) each time: the first
+    few steps of a run are skipped. The optimizer's `iterations`, which drive the
+    learning rate schedule and the EMA, count only the steps taken, so the schedule ends
+    the run that many steps short of its end (above 0). It is not made to count the
+    skipped steps as well: Keras' EMA starts its average from the weights at iteration
+    0, and counting skipped steps would start it from zeros instead. A run whose steps
+    were all skipped would report (and save) the EMA's zero-initialised average as its
+    model: it is refused.
+
+    Raises:
+        ValueError: no step was taken.
+    """
+    planned = recipe.steps(config.epochs, steps_per_epoch)
+    taken = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    if taken == 0:
+        raise ValueError(
+            f"{run_dir}: none of the {planned} training steps was taken: under "
+            f"{config.mixed_precision} the gradients overflowed at every step (loss scaling "
+            "skips those steps), so the model is untrained. Train for more steps or with "
+            "--mixed-precision mixed_bfloat16, after deleting this directory."
+        )
+    if taken < planned:
+        learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        log(
+            f"{run_dir}: {planned - taken} of {planned} training steps were skipped "
+            f"(gradients overflowed under {config.mixed_precision}; loss scaling skips those "
+            f"steps); the learning rate schedule follows the {taken} steps taken and ended "
+            f"at {learning_rate:.3g}."
+        )
+
+
 def _fit_callbacks(model, config, steps_per_epoch, out_dir, backup_dir):
     # Order matters at the end of an epoch: the timer adds its numbers to the logs
     # before they are written; the history row is written before the backup.
@@ -407,9 +491,8 @@ def _fit_callbacks(model, config, steps_per_epoch, out_dir, backup_dir):
         *recipe.ema_callbacks(model.optimizer),
         keras.callbacks.TensorBoard(os.path.join(out_dir, LOG_DIR), write_graph=False),
         run_callbacks.EpochCSVLogger(os.path.join(out_dir, HISTORY_FILE)),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(out_dir, CHECKPOINT_DIR, CHECKPOINT_FILE),
-            save_weights_only=True,
+        run_callbacks.AtomicWeightsCheckpoint(
+            os.path.join(out_dir, CHECKPOINT_DIR, CHECKPOINT_FILE)
         ),
         run_callbacks.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False),
     ]

@@ -196,7 +196,7 @@ class SASAHyperModel(keras_tuner.HyperModel):
         _, _, info, _ = self.prepare()
         train_data, test_data, _ = training.make_datasets(config, info, self.strategy)
         callbacks = list(kwargs.pop("callbacks", None) or [])
-        if model.optimizer.use_ema:
+        if recipe.uses_ema(model.optimizer):  # LossScaleOptimizer's inner one too
             callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
         kwargs.setdefault("epochs", config.epochs)
         kwargs.setdefault("validation_data", test_data)

@@ -7,6 +7,7 @@ Hyperband or Bayesian optimisation) over a `SASAHyperModel`, runs it under a
 
     search_settings.json   what the search explores (tuner, epochs, space, base config)
     search/                keras-tuner's project: its state and one directory per trial
+                           (the trials' checkpoints only for Hyperband, which reads them)
     tuning_results.json    best_hyperparameters, best_score, and every trial's
                            hyperparameters, status and score
 
@@ -119,15 +120,44 @@ def make_tuner(
         distribution_strategy=hypermodel.strategy,
     )
     if tuner == "random":
-        return keras_tuner.RandomSearch(max_trials=max_trials, **common)
+        return _RandomSearch(max_trials=max_trials, **common)
     if tuner == "bayesian":
-        return keras_tuner.BayesianOptimization(max_trials=max_trials, **common)
+        return _BayesianOptimization(max_trials=max_trials, **common)
     result = keras_tuner.Hyperband(
         max_epochs=config.epochs, factor=hyperband_factor, hyperband_iterations=1, **common
     )
     # Hyperband has no trial budget of its own; its oracle honours one.
     result.oracle.max_trials = max_trials
     return result
+
+
+class _WithoutCheckpoints:
+    """A tuner that deletes a trial's checkpoint once the trial is recorded.
+
+    keras-tuner keeps the weights and optimizer state of every trial's best epoch
+    (`trial_*/checkpoint.weights.h5`: every weight three times, with its momentum and
+    its EMA).
+    Random search and Bayesian optimisation never read them again: resuming a search
+    needs only the oracle's records (an interrupted trial is trained again from the
+    start), and the best model is rebuilt from its hyperparameters
+    (`SASAHyperModel.hyperparameters(best)`) and trained. Hyperband continues trials
+    from their checkpoints, and keeps them.
+    """
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        trial_dir = self.get_trial_dir(trial.trial_id)
+        for name in os.listdir(trial_dir) if os.path.isdir(trial_dir) else ():
+            if name.startswith("checkpoint"):
+                os.remove(os.path.join(trial_dir, name))
+
+
+class _RandomSearch(_WithoutCheckpoints, keras_tuner.RandomSearch):
+    pass
+
+
+class _BayesianOptimization(_WithoutCheckpoints, keras_tuner.BayesianOptimization):
+    pass
 
 
 def search(
