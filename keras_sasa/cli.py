@@ -561,6 +561,11 @@ def _load_model(path):
 def _export(args):
     from keras_sasa import export
 
+    if args.format == "onnx":
+        try:
+            export.require_onnx()
+        except ImportError as error:
+            raise UsageError(str(error)) from None
     model = _load_model(args.model)
     log_path = os.fspath(args.output).rstrip("/\\") + ".log"
     try:
@@ -569,6 +574,8 @@ def _export(args):
         with _output_to(log_path):
             if args.format == "saved_model":
                 export.save_model(model, args.output)
+            elif args.format == "onnx":
+                export.to_onnx(model, args.output)
             else:
                 export.to_tflite(model, args.output)
     except (ValueError, TypeError, OSError) as error:
@@ -602,18 +609,21 @@ def _output_to(path):
 def _add_export_parser(commands):
     parser = commands.add_parser(
         "export",
-        help="export a .keras model as a SavedModel or a builtin-only TFLite file",
+        help="export a .keras model as a SavedModel, an ONNX file or a builtin-only TFLite file",
         description=(
             "Export a Keras model for serving. saved_model: model.export (TF Serving, "
-            "tf.saved_model.load). tflite: TFLite with the builtin op set only; the "
-            "attention layers are converted with the unrolled implementation and the same "
-            "weights, and the model's input needs a fixed height and width."
+            "tf.saved_model.load). onnx: model.export(format='onnx') for ONNX Runtime, any "
+            "batch size (needs pip install \"keras-sasa[onnx]\"); attention layers on the "
+            "extract_patches reference are exported with the blocked implementation. tflite: "
+            "TFLite with the builtin op set only; the attention layers are converted with "
+            "the unrolled implementation and the same weights. onnx and tflite need a "
+            "fixed input height and width."
         ),
     )
     parser.add_argument("model", metavar="MODEL.keras")
-    parser.add_argument("--format", required=True, choices=("saved_model", "tflite"))
+    parser.add_argument("--format", required=True, choices=("saved_model", "onnx", "tflite"))
     parser.add_argument(
-        "--output", required=True, help="SavedModel directory or .tflite file to write"
+        "--output", required=True, help="SavedModel directory, .onnx or .tflite file to write"
     )
     parser.set_defaults(run=_export)
 
