@@ -102,3 +102,25 @@ def test_export_command_writes_an_onnx_file(tmp_path):
     assert not os.path.exists(f"{output}.log")  # The exporter's log goes once it succeeded.
     x = images(2, (12, 12, 3), seed=3)
     np.testing.assert_allclose(run_onnx(output, x)[0], np.asarray(model(x)), atol=1e-4)
+
+
+def test_export_command_says_what_to_install_without_tf2onnx(tmp_path):
+    # A tf2onnx that cannot be imported, as where the package is not installed.
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "tf2onnx.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'tf2onnx'\", name='tf2onnx')\n"
+    )
+    attention_model("blocked").save(tmp_path / "model.keras")
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_sasa", "export", str(tmp_path / "model.keras"),
+         "--format", "onnx", "--output", str(tmp_path / "model.onnx")],
+        env=command_env(PYTHONPATH=str(shadow)), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == (
+        "error: ONNX export needs the tf2onnx package, which is not installed: "
+        'pip install "keras-sasa[onnx]"\n'
+    )
+    assert not (tmp_path / "model.onnx").exists()
