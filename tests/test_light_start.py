@@ -66,20 +66,19 @@ def test_layers_and_models_import_no_data_training_or_search_libraries(backend):
 
 
 def test_documented_modules_are_imported_when_first_used():
-    code = (
-        "import sys, keras_sasa\n"
-        "assert 'keras_sasa.training' not in sys.modules\n"
-        "assert 'keras_tuner' not in sys.modules\n"
-        "from keras_sasa import tuning\n"
-        "print(keras_sasa.training.TrainConfig.__name__, tuning.SearchSpace.__name__,\n"
-        "      keras_sasa.data.load_dataset.__name__, keras_sasa.export.to_onnx.__name__,\n"
-        "      keras_sasa.distribute.__name__, keras_sasa.LocalSelfAttention2D.__name__,\n"
-        "      'keras_tuner' in sys.modules, sorted(set(keras_sasa.__all__) - set(dir(keras_sasa))))\n"
-        "try:\n"
-        "    keras_sasa.no_such_name\n"
-        "except AttributeError as error:\n"
-        "    print(error)\n"
-    )
+    code = """
+import sys, keras_sasa
+assert "keras_sasa.training" not in sys.modules and "keras_tuner" not in sys.modules
+from keras_sasa import tuning
+print(keras_sasa.training.TrainConfig.__name__, tuning.SearchSpace.__name__,
+      keras_sasa.data.load_dataset.__name__, keras_sasa.export.to_onnx.__name__,
+      keras_sasa.distribute.__name__, keras_sasa.LocalSelfAttention2D.__name__,
+      "keras_tuner" in sys.modules, sorted(set(keras_sasa.__all__) - set(dir(keras_sasa))))
+try:
+    keras_sasa.no_such_name
+except AttributeError as error:
+    print(error)
+"""
     done = run(["-c", code], "jax")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
@@ -95,6 +94,19 @@ def test_help_imports_neither_keras_nor_tensorflow(command):
     done = run(["-X", "importtime", "-m", "keras_sasa", *command, "--help"])
     assert done.returncode == 0
     assert done.stdout.startswith("usage: python -m keras_sasa")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "keras_sasa.cli" in imported
+    assert not imported & {"keras", "tensorflow", "jax", "keras_sasa.layers"}
+
+
+def test_console_script_help_imports_neither_keras_nor_tensorflow():
+    script = os.path.join(os.path.dirname(sys.executable), "keras-sasa")
+    if not os.path.exists(script):  # A checkout run without `pip install`.
+        pytest.skip("the keras-sasa console script is not installed")
+    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")  # -X importtime, for a script.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
+    done = subprocess.run([script, "--help"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("usage: python -m keras_sasa")
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
     assert "keras_sasa.cli" in imported
     assert not imported & {"keras", "tensorflow", "jax", "keras_sasa.layers"}
