@@ -569,45 +569,49 @@ def _keras_backend():
         return "tensorflow"
 
 
-# What TensorFlow's C++ side says while it starts on a machine it runs on: absl's note that
-# logs go to stderr before it is initialised, INFO/WARNING lines ("I0000 00:00:...",
-# "W0000 ..."; TF_CPP_MIN_LOG_LEVEL does not reach them before absl is initialised), and
-# cuInit's error where there is no usable CUDA driver (TensorFlow then runs on the CPU).
+# What TensorFlow's C++ side writes while it starts: absl's note that logs go to stderr
+# before absl is initialised, then lines "I0000 00:00:..." (oneDNN, CUDA drivers, CPU
+# instructions), some with continuation lines. TF_CPP_MIN_LOG_LEVEL does not reach these
+# early lines (absl is not initialised yet), so they are filtered here by their severity.
 _ABSL_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d\d")
 _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
-
-
-def _start_up_chatter(line):
-    """Whether an absl line (with its continuation lines) is start-up chatter."""
-    return line[0] in "IW" or "failed call to cuInit" in line
+_SEVERITIES = "IWEF"  # TF_CPP_MIN_LOG_LEVEL 0..3 keeps these and the ones after.
 
 
 def _start_tensorflow():
-    """Imports TensorFlow and lists its devices with its start-up messages kept back.
+    """Imports TensorFlow and lists its devices with its start-up lines held to a log level.
 
-    A user who set TF_CPP_MIN_LOG_LEVEL gets TensorFlow as they asked (nothing is done
-    here). Otherwise the level is set to 2 (errors only) for the rest of the run, and the
-    lines TensorFlow writes to stderr while it starts are caught: its chatter is dropped,
-    anything else (an error, a Python warning) is written to stderr as it came.
+    The level is the user's TF_CPP_MIN_LOG_LEVEL where they set it (0 shows everything),
+    else 2 (errors only), set for the rest of the run too; then cuInit's error where there
+    is no usable CUDA driver (TensorFlow runs on the CPU) is dropped as well. The lines
+    TensorFlow writes to stderr while it starts are caught; those at or above the level,
+    and anything else (a Python warning), are written to stderr as they came.
     """
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
         return
-    if importlib.util.find_spec("tensorflow") is None:
-        return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    user_level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    if user_level is None:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    try:
+        level = int(os.environ["TF_CPP_MIN_LOG_LEVEL"])
+    except ValueError:
+        level = 0  # TensorFlow reads a value it cannot parse as 0.
     with tempfile.TemporaryFile("w+") as caught:
         with _output_to(caught, fds=(2,)):
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")  # CUDA's start-up (cuInit) speaks here.
         caught.seek(0)
-        dropping = False
+        keep = True
         for line in caught.read().splitlines():
             if line.startswith(_ABSL_PREAMBLE):
-                continue
-            if _ABSL_LINE.match(line):
-                dropping = _start_up_chatter(line)
-            if not dropping:
+                if level >= 1:  # A warning.
+                    continue
+            elif _ABSL_LINE.match(line):  # Its continuation lines go with it.
+                keep = _SEVERITIES.index(line[0]) >= level and not (
+                    user_level is None and "failed call to cuInit" in line
+                )
+            if keep:
                 print(line, file=sys.stderr)
 
 
