@@ -6,12 +6,21 @@ paper's Tables 1 and 3 beside our models), `bench` (LocalSelfAttention2D's speed
 command is a function taking the parsed arguments; `main` turns the errors a user can
 cause (bad values, missing files, an unwritable output directory) into one line on stderr
 and a non-zero exit code.
+
+The module imports nothing heavy: `--help` and mistakes in the arguments are answered
+before Keras or TensorFlow is imported. TensorFlow's C++ start-up messages (oneDNN, CUDA
+drivers, CPU instructions: a dozen lines before the first word of the command) are kept
+off the terminal unless the user set TF_CPP_MIN_LOG_LEVEL (see `_start_tensorflow`).
 """
 
 import argparse
 import contextlib
+import importlib.util
+import json
 import os
+import re
 import sys
+import tempfile
 
 
 class UsageError(Exception):
@@ -167,9 +176,8 @@ def _range_arg(flag, text):
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
-def _search_space(args):
-    from keras_sasa import tuning
-
+def _search_space_values(args):
+    """The tune command's search-space flags as SearchSpace arguments (nothing imported)."""
     space = {}
     if args.kernel_sizes is not None:
         space["kernel_size"] = _split_list("--kernel-sizes", args.kernel_sizes, int)
@@ -192,7 +200,11 @@ def _search_space(args):
         text = getattr(args, name)
         if text is not None:
             space[name] = _range_arg("--" + name.replace("_", "-"), text)
-    return tuning.SearchSpace(**space)
+    return space
+
+
+def _check_tune(args):
+    args.search_space = _search_space_values(args)
 
 
 def _attention_stages_or_error(flag, text):
@@ -225,6 +237,7 @@ def _tune(args):
     from keras_sasa import training
     from keras_sasa import tuning
 
+    space = tuning.SearchSpace(**args.search_space)
     config = training.TrainConfig(
         dataset=args.dataset,
         data_dir=args.data_dir,
@@ -237,7 +250,6 @@ def _tune(args):
         strategy=args.strategy,
         tpu=args.tpu,
     )
-    space = _search_space(args)
     try:
         results = tuning.search(
             config,
@@ -354,7 +366,7 @@ def _add_tune_parser(commands):
     fixed.add_argument("--model", default="sasa_resnet26", help="default: sasa_resnet26")
     fixed.add_argument("--batch-size", type=_positive_int, help="global batch size")
     fixed.add_argument("--seed", type=int, default=0, help="default: 0")
-    tune.set_defaults(run=_tune)
+    tune.set_defaults(run=_tune, check=_check_tune)
 
 
 def _summary(args):
@@ -571,17 +583,89 @@ def _bench(args):
     print(report)
 
 
-def _load_model(path):
-    """A `.keras` file as a model, or a one-line UsageError saying what the file is not."""
+# Commands that import TensorFlow whatever the Keras backend (tf.data, tf.distribute, the
+# exporters, the benchmark); the others import it only through Keras's TensorFlow backend.
+_TENSORFLOW_COMMANDS = ("train", "tune", "bench", "export")
+
+
+def _keras_backend():
+    """The backend Keras will load, read as Keras reads it, without importing Keras."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as f:
+            return json.load(f).get("backend", "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
+# What TensorFlow's C++ side writes while it starts: absl's note that logs go to stderr
+# before absl is initialised, then lines "I0000 00:00:..." (oneDNN, CUDA drivers, CPU
+# instructions), some with continuation lines. TF_CPP_MIN_LOG_LEVEL does not reach these
+# early lines (absl is not initialised yet), so they are filtered here by their severity.
+_ABSL_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d\d")
+_ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
+_SEVERITIES = "IWEF"  # TF_CPP_MIN_LOG_LEVEL 0..3 keeps these and the ones after.
+
+
+def _start_tensorflow():
+    """Imports TensorFlow and lists its devices with its start-up lines held to a log level.
+
+    The level is the user's TF_CPP_MIN_LOG_LEVEL where they set it (0 shows everything),
+    else 2 (errors only), set for the rest of the run too; then cuInit's error where there
+    is no usable CUDA driver (TensorFlow runs on the CPU) is dropped as well. The lines
+    TensorFlow writes to stderr while it starts are caught; those at or above the level,
+    and anything else (a Python warning), are written to stderr as they came.
+    """
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        return
+    user_level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    if user_level is None:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    try:
+        level = int(os.environ["TF_CPP_MIN_LOG_LEVEL"])
+    except ValueError:
+        level = 0  # TensorFlow reads a value it cannot parse as 0.
+    with tempfile.TemporaryFile("w+") as caught:
+        with _output_to(caught, fds=(2,)):
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # CUDA's start-up (cuInit) speaks here.
+        caught.seek(0)
+        keep = True
+        for line in caught.read().splitlines():
+            if line.startswith(_ABSL_PREAMBLE):
+                if level >= 1:  # A warning.
+                    continue
+            elif _ABSL_LINE.match(line):  # Its continuation lines go with it.
+                keep = _SEVERITIES.index(line[0]) >= level and not (
+                    user_level is None and "failed call to cuInit" in line
+                )
+            if keep:
+                print(line, file=sys.stderr)
+
+
+def _check_model_file(path):
+    """A one-line UsageError unless `path` is a zip file, as `.keras` files are."""
     import zipfile
 
     if not os.path.isfile(path):
         raise UsageError(f"no such model file: {path}")
     if not zipfile.is_zipfile(path):
         raise UsageError(f"{path} is not a Keras model (expected a .keras file saved by Keras 3)")
+
+
+def _check_model_argument(args):
+    _check_model_file(args.model)
+
+
+def _load_model(path):
+    """A `.keras` file as a model, or a one-line UsageError saying what the file is not."""
+    _check_model_file(path)
     import keras
 
-    import keras_sasa  # noqa: F401  (registers the layers for deserialisation)
+    import keras_sasa.layers  # noqa: F401  (registers the layers for deserialisation)
 
     try:
         return keras.models.load_model(path)
@@ -592,6 +676,11 @@ def _load_model(path):
 def _export(args):
     from keras_sasa import export
 
+    if args.format == "onnx":
+        try:
+            export.require_onnx()
+        except ImportError as error:
+            raise UsageError(str(error)) from None
     model = _load_model(args.model)
     _check_output_parent(args.output)
     log_path = os.fspath(args.output).rstrip("/\\") + ".log"
@@ -601,6 +690,8 @@ def _export(args):
         with _output_to(log_path):
             if args.format == "saved_model":
                 export.save_model(model, args.output)
+            elif args.format == "onnx":
+                export.to_onnx(model, args.output)
             else:
                 export.to_tflite(model, args.output)
     except (ValueError, TypeError, OSError) as error:
@@ -623,44 +714,52 @@ def _check_output_parent(output):
 
 
 @contextlib.contextmanager
-def _output_to(path):
-    """Sends this process's stdout and stderr (file descriptors 1 and 2) to `path`."""
+def _output_to(target, fds=(1, 2)):
+    """Sends this process's file descriptors `fds` (stdout 1, stderr 2) to `target`.
+
+    `target` is a path (written anew) or an open file. File descriptors, not sys.stdout
+    and sys.stderr, so that what C++ code writes is caught too.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
+    saved = [os.dup(fd) for fd in fds]
     try:
-        with open(path, "w") as log:
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
+        with contextlib.ExitStack() as stack:
+            log = target if hasattr(target, "fileno") else stack.enter_context(open(target, "w"))
+            for fd in fds:
+                os.dup2(log.fileno(), fd)
             try:
                 yield
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
+                for fd, copy in zip(fds, saved):
+                    os.dup2(copy, fd)
     finally:
-        for fd in saved:
-            os.close(fd)
+        for copy in saved:
+            os.close(copy)
 
 
 def _add_export_parser(commands):
     parser = commands.add_parser(
         "export",
-        help="export a .keras model as a SavedModel or a builtin-only TFLite file",
+        help="export a .keras model as a SavedModel, an ONNX file or a builtin-only TFLite file",
         description=(
             "Export a Keras model for serving. saved_model: model.export (TF Serving, "
-            "tf.saved_model.load). tflite: TFLite with the builtin op set only; the "
-            "attention layers are converted with the unrolled implementation and the same "
-            "weights, and the model's input needs a fixed height and width."
+            "tf.saved_model.load). onnx: model.export(format='onnx') for ONNX Runtime, any "
+            "batch size (needs pip install \"keras-sasa[onnx]\"); attention layers on the "
+            "extract_patches reference are exported with the blocked implementation. tflite: "
+            "TFLite with the builtin op set only; the attention layers are converted with "
+            "the unrolled implementation and the same weights. onnx and tflite need a "
+            "fixed input height and width."
         ),
     )
     parser.add_argument("model", metavar="MODEL.keras")
-    parser.add_argument("--format", required=True, choices=("saved_model", "tflite"))
+    parser.add_argument("--format", required=True, choices=("saved_model", "onnx", "tflite"))
     parser.add_argument(
-        "--output", required=True, help="SavedModel directory or .tflite file to write"
+        "--output", required=True, help="SavedModel directory, .onnx or .tflite file to write"
     )
-    parser.set_defaults(run=_export)
+    parser.set_defaults(run=_export, check=_check_model_argument)
 
 
 def _attention_map(args):
@@ -700,7 +799,7 @@ def _add_attention_map_parser(commands):
         "feature map (its input), e.g. 8 for an 8 x 8 image at the first layer",
     )
     parser.add_argument("--output", required=True, help="PNG file to write")
-    parser.set_defaults(run=_attention_map)
+    parser.set_defaults(run=_attention_map, check=_check_model_argument)
 
 
 def build_parser():
@@ -747,8 +846,12 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # Before any heavy import: --help, bad values.
     try:
+        if hasattr(args, "check"):  # What a command can check before the heavy imports.
+            args.check(args)
+        if args.command in _TENSORFLOW_COMMANDS or _keras_backend() == "tensorflow":
+            _start_tensorflow()
         args.run(args)
     except (UsageError, ValueError, TypeError, OSError) as error:
         message = " ".join(str(error).split())  # One line, whatever the message.

@@ -1,6 +1,9 @@
-"""Export for serving: TensorFlow SavedModel and TFLite with builtin ops only.
+"""Export for serving: TensorFlow SavedModel, ONNX, and TFLite with builtin ops only.
 
 - `save_model`: `model.export` as a SavedModel whose `serve` endpoint gives Keras's numbers.
+- `to_onnx`: `model.export(format="onnx")` (tf2onnx) with the attention layers on an
+  implementation that ONNX Runtime runs (the extract_patches reference gives a file it
+  refuses), any batch size; needs `pip install "keras-sasa[onnx]"`.
 - `to_tflite`: a `.tflite` flatbuffer from `tf.lite.TFLiteConverter` restricted to
   `TFLITE_BUILTINS` (no select TF ops). The fast blocked attention and the extract_patches
   reference use ops TFLite lacks (ExtractImagePatches, BatchMatMul above rank 5, slices of
@@ -8,6 +11,9 @@
   weights (`with_implementation`), whose graph is pads, slices, products, sums and a 2-D
   softmax.
 - `with_implementation`: that clone, useful on its own (e.g. to compare implementations).
+- `tflite_interpreter`, `run_tflite`: run a `.tflite` file with LiteRT
+  (`ai_edge_litert.interpreter.Interpreter`, `pip install "keras-sasa[litert]"`) where it
+  is installed, else with `tf.lite.Interpreter` (deprecated in TF 2.21 in LiteRT's favour).
 
 `AttentionStem2D` converts as it is: both of its windows keep tensors within 6 dimensions
 and products within rank 4.
@@ -15,13 +21,17 @@ and products within rank 4.
 
 import os
 import re
+import warnings
 
 import keras
 
 from keras_sasa.layers import LocalSelfAttention2D
 from keras_sasa.ops.window_attention import IMPLEMENTATIONS
 
-FORMATS = ("saved_model", "tflite")
+FORMATS = ("saved_model", "onnx", "tflite")
+
+# What `to_onnx` needs beyond TensorFlow and Keras, and how to get it.
+ONNX_INSTALL_HINT = 'pip install "keras-sasa[onnx]"'
 
 
 def with_implementation(model, implementation="unrolled"):
@@ -91,6 +101,100 @@ def save_model(model, path):
     return path
 
 
+def require_onnx():
+    """Imports what ONNX export needs; ModuleNotFoundError saying what to install otherwise.
+
+    Keras's exporter converts with `tf2onnx`, which writes with `onnx`. Both are optional
+    dependencies (the `onnx` extra, with `onnxruntime` to run the files).
+    """
+    for name in ("onnx", "tf2onnx"):
+        try:
+            __import__(name)
+        except ImportError:
+            raise ModuleNotFoundError(
+                f"ONNX export needs the {name} package, which is not installed: "
+                f"{ONNX_INSTALL_HINT}",
+                name=name,
+            ) from None
+
+
+def to_onnx(model, path, implementation="auto", opset=None):
+    """Exports `model` as an ONNX file with Keras's exporter (`model.export(format="onnx")`).
+
+    The graph takes any batch size; the input's height and width are the model's, fixed.
+    The blocked implementation (what `"auto"` runs) and the unrolled one convert to ONNX
+    ops that ONNX Runtime runs; the extract_patches `"reference"` converts to a graph ONNX
+    Runtime refuses to load, so by default `LocalSelfAttention2D` layers on the reference
+    are switched to the blocked implementation first (`with_implementation`, same
+    weights; the model passed in is not changed). Keras exports only models that have
+    been called, so the model (or its copy) is called once on a batch of zeros.
+
+    Args:
+        model: a Keras model (functional or `Sequential` if a layer needs switching).
+        path: the `.onnx` file to write.
+        implementation: `"auto"` (default): the reference layers switched to the blocked
+            implementation, the others kept; `"blocked"` or `"unrolled"`: every attention
+            layer switched to it; `None`: the model exported as it is.
+        opset: the ONNX opset, or None for tf2onnx's default.
+
+    Returns:
+        `path`.
+
+    Raises:
+        ModuleNotFoundError: onnx or tf2onnx is not installed (the message says what to
+            install).
+        ValueError: the input's height or width is unknown, or `implementation` is not
+            one that exports.
+    """
+    if implementation not in (None, "auto", "blocked", "unrolled"):
+        raise ValueError(
+            "Invalid value for argument `implementation`. Expected 'auto', 'blocked', "
+            "'unrolled' or None (the reference does not run in ONNX Runtime). Received "
+            f"implementation={implementation!r}"
+        )
+    require_onnx()
+    _check_fixed_image_size(model, "ONNX")
+    layers = list(_attention_layers(model))
+    if implementation == "auto" and any(x.implementation == "reference" for x in layers):
+        model = with_implementation(model, "blocked")
+    elif implementation in ("blocked", "unrolled") and any(
+        _runs(x.implementation) != implementation for x in layers
+    ):
+        model = with_implementation(model, implementation)
+    # Keras refuses a model that was never called; one call on zeros marks it called and
+    # changes nothing (inference mode).
+    zeros = [keras.ops.zeros((1, *x.shape[1:]), dtype=x.dtype) for x in model.inputs]
+    model(zeros[0] if len(zeros) == 1 else zeros, training=False)
+    with warnings.catch_warnings():
+        # Keras's tf2onnx patch for NumPy 2 probes np.object, which warns; nothing to act on.
+        warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
+        model.export(os.fspath(path), format="onnx", verbose=False, opset_version=opset)
+    return path
+
+
+def _runs(implementation):
+    """The implementation a layer runs: "auto" runs the blocked one (window_attention)."""
+    return "blocked" if implementation == "auto" else implementation
+
+
+def _attention_layers(model):
+    """Every LocalSelfAttention2D in `model`, nested models included."""
+    for layer in model.layers:
+        if isinstance(layer, LocalSelfAttention2D):
+            yield layer
+        elif isinstance(layer, keras.Model):
+            yield from _attention_layers(layer)
+
+
+def _check_fixed_image_size(model, format_name):
+    for shape in _input_shapes(model):
+        if len(shape) == 4 and (shape[1] is None or shape[2] is None):
+            raise ValueError(
+                f"{format_name} export needs a fixed input height and width; build the model "
+                f"on keras.Input((height, width, channels)). Received input shape {shape}"
+            )
+
+
 def to_tflite(model, path=None, implementation="unrolled"):
     """Converts `model` to TFLite with the builtin op set only (no select TF ops).
 
@@ -114,12 +218,7 @@ def to_tflite(model, path=None, implementation="unrolled"):
     """
     import tensorflow as tf
 
-    for shape in _input_shapes(model):
-        if len(shape) == 4 and (shape[1] is None or shape[2] is None):
-            raise ValueError(
-                "TFLite export needs a fixed input height and width; build the model on "
-                f"keras.Input((height, width, channels)). Received input shape {shape}"
-            )
+    _check_fixed_image_size(model, "TFLite")
     if implementation is not None:
         model = with_implementation(model, implementation)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -142,3 +241,43 @@ def to_tflite(model, path=None, implementation="unrolled"):
 def _input_shapes(model):
     inputs = model.inputs if model.inputs else []
     return [tuple(x.shape) for x in inputs]
+
+
+def tflite_interpreter(flatbuffer=None, path=None):
+    """A TFLite interpreter for a flatbuffer (bytes) or a `.tflite` file at `path`.
+
+    LiteRT's `ai_edge_litert.interpreter.Interpreter` where the `ai-edge-litert` package
+    is installed (TFLite's runtime, now maintained apart from TensorFlow), else TensorFlow's
+    `tf.lite.Interpreter`, whose deprecation notice is silenced: the two take the same
+    arguments and give the same numbers.
+    """
+    if (flatbuffer is None) == (path is None):
+        raise ValueError("Pass one of `flatbuffer` (bytes) or `path` (a .tflite file).")
+    kwargs = {"model_content": flatbuffer, "model_path": None if path is None else str(path)}
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        with warnings.catch_warnings():  # "tf.lite.Interpreter is deprecated ... LiteRT".
+            warnings.simplefilter("ignore")
+            return tf.lite.Interpreter(**kwargs)
+    return Interpreter(**kwargs)
+
+
+def run_tflite(flatbuffer, x):
+    """Runs a one-input TFLite model (bytes, or a path to a `.tflite` file) on the batch `x`.
+
+    The interpreter (`tflite_interpreter`) is resized to `x`'s batch: the converted graph
+    keeps a free batch dimension. Returns the first output, as a NumPy array.
+    """
+    if isinstance(flatbuffer, (bytes, bytearray)):
+        interpreter = tflite_interpreter(flatbuffer=bytes(flatbuffer))
+    else:
+        interpreter = tflite_interpreter(path=flatbuffer)
+    source = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(source["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(source["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])

@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import warnings
 
 import keras
 import numpy as np
@@ -38,16 +37,8 @@ def images(batch=2, shape=(12, 12, 3), seed=0):
     return np.random.default_rng(seed).normal(size=(batch, *shape)).astype("float32")
 
 
-def run_tflite(flatbuffer, x):
-    with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice.
-        warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_content=flatbuffer)
-    source = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(source["index"], x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(source["index"], x)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+# LiteRT where installed (the test extra installs it), else tf.lite.Interpreter.
+run_tflite = export.run_tflite
 
 
 def test_with_implementation_swaps_the_attention_and_keeps_the_function():
@@ -102,9 +93,7 @@ def test_tflite_converts_with_builtin_ops_and_gives_the_keras_outputs(blocked_mo
 
 
 def test_tflite_graph_holds_only_builtin_ops(blocked_model_and_tflite):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_content=blocked_model_and_tflite[1])
+    interpreter = export.tflite_interpreter(blocked_model_and_tflite[1])
     names = {op["op_name"] for op in interpreter._get_ops_details()}
     assert "SOFTMAX" in names and "PAD" in names
     assert not any(name.startswith("Flex") or name == "CUSTOM" for name in names)
@@ -120,6 +109,26 @@ def test_attention_stem_converts_with_builtin_ops(window):
     np.testing.assert_allclose(
         run_tflite(export.to_tflite(model), x), np.asarray(model(x)), atol=1e-4
     )
+
+
+def test_tflite_interpreter_is_litert_where_installed_and_tf_lite_otherwise(
+    blocked_model_and_tflite, tmp_path, monkeypatch
+):
+    model, flatbuffer = blocked_model_and_tflite
+    pytest.importorskip("ai_edge_litert")  # Only where LiteRT is installed (the test extra).
+    from ai_edge_litert.interpreter import Interpreter
+
+    assert isinstance(export.tflite_interpreter(flatbuffer), Interpreter)
+    x = images(3)
+    litert = run_tflite(flatbuffer, x)
+    # Without LiteRT (its import fails), TensorFlow's interpreter, with the same numbers.
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    assert isinstance(export.tflite_interpreter(flatbuffer), tf.lite.Interpreter)
+    (tmp_path / "model.tflite").write_bytes(flatbuffer)
+    np.testing.assert_array_equal(run_tflite(tmp_path / "model.tflite", x), litert)
+    np.testing.assert_allclose(litert, np.asarray(model(x)), atol=1e-4)
+    with pytest.raises(ValueError, match="one of"):
+        export.tflite_interpreter()
 
 
 def test_tflite_names_the_ops_that_are_not_builtins():

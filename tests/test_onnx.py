@@ -1,0 +1,126 @@
+"""ONNX export: ONNX Runtime gives Keras's numbers at any batch size; the CLI and its errors."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import onnxruntime
+import pytest
+
+import keras_sasa
+from keras_sasa import LocalSelfAttention2D
+from keras_sasa import export
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def attention_model(implementation, input_shape=(12, 12, 3)):
+    """Two attention layers: strides, bias and border="mask"; dilation and border="zeros"."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 1, name="proj")(inputs)
+    x = LocalSelfAttention2D(
+        8, 3, 2, strides=2, use_bias=True, implementation=implementation, name="attn1"
+    )(x)
+    x = LocalSelfAttention2D(
+        8, 5, 2, dilation_rate=2, border="zeros", implementation=implementation, name="attn2"
+    )(x)
+    outputs = keras.layers.Dense(4, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    # Non-zero biases, so that a bias lost in the export would show.
+    model.get_layer("attn1").qkv_bias.assign(np.linspace(-1, 1, 24).astype("float32"))
+    return model
+
+
+def images(batch, shape, seed=0):
+    return np.random.default_rng(seed).normal(size=(batch, *shape)).astype("float32")
+
+
+def run_onnx(path, x):
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (source,) = session.get_inputs()
+    return session.run(None, {source.name: x})[0], source.shape
+
+
+@pytest.mark.parametrize("implementation", ["reference", "unrolled"])
+def test_attention_layers_export_and_run_at_another_batch_size(tmp_path, implementation):
+    # The reference is switched to the blocked implementation (its own graph is refused by
+    # ONNX Runtime); the unrolled one is exported as it is. (The blocked one: the ResNet
+    # tests.) The traced call has batch 1; the file runs batch 5.
+    model = attention_model(implementation)
+    path = export.to_onnx(model, tmp_path / "model.onnx")
+    x = images(5, (12, 12, 3))
+    outputs, input_shape = run_onnx(path, x)
+    assert not isinstance(input_shape[0], int) and input_shape[1:] == [12, 12, 3]
+    np.testing.assert_allclose(outputs, np.asarray(model(x)), atol=1e-4)
+    assert model.get_layer("attn1").implementation == implementation  # The model is kept.
+
+
+@pytest.mark.parametrize("stem", ["attention_small", "conv_small"])
+def test_sasa_resnet26_exports_with_each_small_image_stem(tmp_path, stem):
+    model = keras_sasa.models.SASAResNet26(
+        input_shape=(16, 16, 3), stem=stem, base_width=4, num_heads=2, classes=5
+    )
+    path = export.to_onnx(model, tmp_path / "model.onnx")
+    x = np.random.default_rng(2).uniform(size=(3, 16, 16, 3)).astype("float32")
+    outputs, _ = run_onnx(path, x)
+    assert outputs.shape == (3, 5)
+    np.testing.assert_allclose(outputs, np.asarray(model(x)), atol=1e-4)
+
+
+def test_to_onnx_rejects_what_does_not_export(tmp_path):
+    with pytest.raises(ValueError, match="implementation='reference'"):
+        export.to_onnx(attention_model("blocked"), tmp_path / "m.onnx", "reference")
+    with pytest.raises(ValueError, match=r"fixed input height and width.*\(None, None, None, 3\)"):
+        export.to_onnx(attention_model("blocked", (None, None, 3)), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def command_env(**extra):
+    """The user's environment, with this checkout first on the path and without the test
+    set-up's TF_CPP_MIN_LOG_LEVEL (a user who did not set it)."""
+    env = dict(os.environ, **extra)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [p for p in (extra.get("PYTHONPATH"), REPO, os.environ.get("PYTHONPATH")) if p]
+    )
+    return env
+
+
+def test_export_command_writes_an_onnx_file(tmp_path):
+    model = attention_model("reference")
+    model.save(tmp_path / "model.keras")
+    output = tmp_path / "model.onnx"
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_sasa", "export", str(tmp_path / "model.keras"),
+         "--format", "onnx", "--output", str(output)],
+        env=command_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"Wrote onnx {output}\n"
+    assert not os.path.exists(f"{output}.log")  # The exporter's log goes once it succeeded.
+    x = images(2, (12, 12, 3), seed=3)
+    np.testing.assert_allclose(run_onnx(output, x)[0], np.asarray(model(x)), atol=1e-4)
+
+
+def test_export_command_says_what_to_install_without_tf2onnx(tmp_path):
+    # A tf2onnx that cannot be imported, as where the package is not installed.
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "tf2onnx.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'tf2onnx'\", name='tf2onnx')\n"
+    )
+    attention_model("blocked").save(tmp_path / "model.keras")
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_sasa", "export", str(tmp_path / "model.keras"),
+         "--format", "onnx", "--output", str(tmp_path / "model.onnx")],
+        env=command_env(PYTHONPATH=str(shadow)), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == (
+        "error: ONNX export needs the tf2onnx package, which is not installed: "
+        'pip install "keras-sasa[onnx]"\n'
+    )
+    assert not (tmp_path / "model.onnx").exists()
