@@ -432,10 +432,10 @@ def _add_train_parser(commands):
     model.add_argument(
         "--kernel-size",
         type=_positive_int,
-        help="spatial extent k of the attention (default: 7; 5 for images <= 64 pixels)",
+        help="spatial extent k of the attention (default: 7)",
     )
     model.add_argument(
-        "--num-heads", type=_positive_int, help="attention heads (default: 8; 4 for small images)"
+        "--num-heads", type=_positive_int, help="attention heads (default: 8; 2 for small images)"
     )
     model.add_argument(
         "--base-width",
