@@ -9,8 +9,8 @@ and a non-zero exit code.
 
 The module imports nothing heavy: `--help` and mistakes in the arguments are answered
 before Keras or TensorFlow is imported. TensorFlow's C++ start-up messages (oneDNN, CUDA
-drivers, CPU instructions: a dozen lines before the first word of the command) are kept
-off the terminal unless the user set TF_CPP_MIN_LOG_LEVEL (see `_start_tensorflow`).
+drivers, CPU instructions: a dozen lines before the first word of the command) are held
+to the user's TF_CPP_MIN_LOG_LEVEL, or to errors where it is not set (`_start_tensorflow`).
 """
 
 import argparse

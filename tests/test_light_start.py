@@ -27,19 +27,26 @@ def run(args, backend="tensorflow", timeout=300, **env_changes):
     )
 
 
-# Builds and calls a small SASA-ResNet-26, reports which heavy modules were imported after
-# `import keras_sasa` and after that, then saves and reloads it. (Keras's `model.save`
-# imports TensorFlow under JAX too where it is installed, for tf.io.gfile.)
+# Builds a SASA-ResNet-26 and calls both layers, reports which heavy modules were imported
+# after `import keras_sasa` and after that, then saves and reloads the small model.
+# (Calling the whole ResNet eagerly under JAX on a CPU takes a minute; building it makes
+# every layer. Keras's `model.save` imports TensorFlow under JAX too where it is
+# installed, for tf.io.gfile.)
 MODELS_ONLY = r"""
 import json, os, sys, tempfile
 import numpy as np
 import keras_sasa
 after_import = [m for m in HEAVY if m in sys.modules]
 import keras
-model = keras_sasa.models.SASAResNet26(
+keras_sasa.models.SASAResNet26(
     input_shape=(16, 16, 3), stem="attention_small", base_width=4, num_heads=2, classes=3
 )
-x = np.random.default_rng(0).uniform(size=(2, 16, 16, 3)).astype("float32")
+model = keras.Sequential([
+    keras.Input((8, 8, 3)),
+    keras_sasa.AttentionStem2D(8, kernel_size=4, num_heads=2, window="sliding"),
+    keras_sasa.LocalSelfAttention2D(8, 3, 2, strides=2),
+])
+x = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype("float32")
 outputs = np.asarray(model(x))
 after_models = [m for m in HEAVY if m in sys.modules]
 path = os.path.join(tempfile.mkdtemp(), "model.keras")
