@@ -395,3 +395,22 @@ def test_a_random_search_keeps_no_trial_checkpoints(finished_search):
     assert len(trial_dirs) == 2
     assert all(os.path.exists(os.path.join(d, "trial.json")) for d in trial_dirs)
     assert glob.glob(os.path.join(output_dir, "search", "trial_*", "checkpoint*")) == []
+
+
+@pytest.mark.parametrize("tuner", ["hyperband", "bayesian"])
+def test_hyperband_and_bayesian_searches_run_and_rank_their_trials(tuner, digits_dir, tmp_path):
+    results = tuning.search(
+        tiny_config(digits_dir),
+        SearchSpace(**{**SPACE, "base_width": 4, "num_heads": 1}),
+        tuner=tuner,
+        max_trials=2,
+        epochs=2 if tuner == "hyperband" else 1,
+        output_dir=str(tmp_path / tuner),
+        log=lambda message: None,
+    )
+    scores = [trial["score"] for trial in results["trials"] if trial["status"] == "COMPLETED"]
+    assert len(scores) >= 2
+    assert all(0.0 <= score <= 1.0 for score in scores)
+    assert results["best_score"] == max(scores)
+    stored = json.load(open(tmp_path / tuner / tuning.RESULTS_FILE))
+    assert stored["best_hyperparameters"] == results["best_hyperparameters"]
