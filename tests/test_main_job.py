@@ -5,15 +5,12 @@ these tests train it (or a slice of it) for real, on the offline digits.
 """
 
 import json
-import os
 import pytest
 
-from keras_sasa import cli
 from keras_sasa import data
 from keras_sasa import training
 from keras_sasa.training import run as run_module
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(base_width=4, num_heads=2, kernel_size=3)
 
 
@@ -123,35 +120,6 @@ def test_validation_split_holds_out_the_end_of_the_training_split(digits_dir, tm
     assert steps == 1078 // 64
     assert sum(int(images.shape[0]) for images, _ in validation) == 359
     assert sum(int(images.shape[0]) for images, _ in test_data) == 360
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--seeds", "0,0"], "argument --seeds: expected distinct integers"),
-        (["--seeds", "a,b"], "argument --seeds: expected integers like 0,1,2, got 'a,b'"),
-        (["--validation-split", "1.5"], "Invalid value for `validation_split`"),
-        (["--validation-split", "x"], "argument --validation-split: expected a number"),
-        (
-            ["--validation-split", "0.2", "--train-split", "train[:50%]"],
-            "is already a slice",
-        ),
-    ],
-    ids=["repeated-seed", "seed-word", "split-range", "split-word", "split-of-slice"],
-)
-def test_bad_main_job_flags_are_one_line_on_stderr_and_exit_2(
-    args, message, digits_dir, tmp_path, capsys
-):
-    argv = ["train", "--data-dir", digits_dir, "--output-dir", str(tmp_path / "out"), *args]
-    try:
-        code = cli.main(argv)
-    except SystemExit as exit:  # argparse's errors
-        code = exit.code
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.count("\n") == 1 and err.endswith("\n"), err
-    assert message in err
-    assert not os.path.exists(tmp_path / "out" / "config.json")
 
 
 def test_small_image_defaults_learn_digits_in_a_few_epochs(digits_dir, tmp_path):

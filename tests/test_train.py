@@ -376,8 +376,25 @@ def test_summary_prints_the_paper_table(monkeypatch, capsys):
         (["--batch-size", "-8"], "argument --batch-size: expected a positive integer, got -8"),
         (["--stem", "attention"], "the input is too small"),
         (["--attention-stages", "1,5"], "expected group numbers 1..4"),
+        (["--seeds", "0,0"], "argument --seeds: expected distinct integers"),
+        (["--seeds", "a,b"], "argument --seeds: expected integers like 0,1,2, got 'a,b'"),
+        (["--validation-split", "1.5"], "Invalid value for `validation_split`"),
+        (["--validation-split", "x"], "argument --validation-split: expected a number"),
+        (["--validation-split", "0.2", "--train-split", "train[:50%]"], "is already a slice"),
     ],
-    ids=["dataset", "model", "epochs", "batch-size", "too-small-images", "stages"],
+    ids=[
+        "dataset",
+        "model",
+        "epochs",
+        "batch-size",
+        "too-small-images",
+        "stages",
+        "repeated-seed",
+        "seed-word",
+        "split-range",
+        "split-word",
+        "split-of-slice",
+    ],
 )
 def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(
     args, message, digits_dir, tmp_path, capsys
@@ -388,10 +405,11 @@ def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(
     except SystemExit as exit:  # argparse's errors
         code = exit.code
     err = capsys.readouterr().err
-    assert code != 0
+    assert code == 2
     assert err.count("\n") == 1 and err.endswith("\n"), err
     assert "Traceback" not in err
     assert message in err
+    assert not os.path.exists(tmp_path / "out" / "config.json")
 
 
 def test_an_output_dir_that_cannot_be_written_is_one_line_on_stderr(digits_dir, tmp_path, capsys):

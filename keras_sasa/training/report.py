@@ -37,33 +37,38 @@ ROWS = (
 )
 
 
+def _table(title, rows, columns):
+    """`title`, then one line per `(label, fn)` of `rows` with `fn(value)` for each
+    `(heading, value)` of `columns`, right-aligned under the headings."""
+    cells = [[fn(value) for _, value in columns] for _, fn in rows]
+    label_width = max(len(label) for label, _ in rows)
+    widths = [
+        max(len(heading), *(len(row[i]) for row in cells))
+        for i, (heading, _) in enumerate(columns)
+    ]
+
+    def line(label, texts):
+        return label.ljust(label_width) + "  " + "  ".join(
+            text.rjust(width) for text, width in zip(texts, widths, strict=True)
+        )
+
+    lines = [title, line("", [heading for heading, _ in columns])]
+    lines += [line(label, row) for (label, _), row in zip(rows, cells, strict=True)]
+    return "\n".join(lines)
+
+
 def format_results(results):
     """The results of `keras_sasa.training.train` as a table; with a "baseline" entry,
     the model and its convolutional baseline side by side."""
     columns = [("SASA model" if results.get("baseline") else "model", results)]
     if results.get("baseline"):
         columns.append(("conv baseline", results["baseline"]))
-    cells = [[fn(r) for _, r in columns] for _, fn in ROWS]
-    label_width = max(len(label) for label, _ in ROWS)
-    widths = [
-        max(len(title), len(r["model"]), *(len(row[i]) for row in cells))
-        for i, (title, r) in enumerate(columns)
-    ]
     test = f"{results['dataset']} {results.get('test_split', 'test')}"
-    lines = [
+    title = (
         f"{results['model']} on {test}, {results['epochs']} epochs, image size "
-        f"{results.get('image_size')}",
-        " " * label_width
-        + "  "
-        + "  ".join(t.rjust(w) for (t, _), w in zip(columns, widths, strict=True)),
-    ]
-    for (label, _), row in zip(ROWS, cells, strict=True):
-        lines.append(
-            label.ljust(label_width)
-            + "  "
-            + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True))
-        )
-    return "\n".join(lines)
+        f"{results.get('image_size')}"
+    )
+    return _table(title, ROWS, columns)
 
 
 def _mean_std(summary, metric, scale=1.0, digits=2, suffix=""):
@@ -94,24 +99,10 @@ def format_seed_results(results):
     columns = [("SASA model" if "baseline" in summary else "model", summary["model"])]
     if "baseline" in summary:
         columns.append(("conv baseline", summary["baseline"]))
-    cells = [[fn(s) for _, s in columns] for _, fn in SEED_ROWS]
-    label_width = max(len(label) for label, _ in SEED_ROWS)
-    widths = [
-        max(len(title), *(len(row[i]) for row in cells)) for i, (title, _) in enumerate(columns)
-    ]
     first = results["runs"][0]
     seeds = ", ".join(str(seed) for seed in results["seeds"])
-    lines = [
+    title = (
         f"{first['model']} on {first['dataset']} {first.get('test_split', 'test')}, "
-        f"{first['epochs']} epochs, seeds {seeds}",
-        " " * label_width
-        + "  "
-        + "  ".join(t.rjust(w) for (t, _), w in zip(columns, widths, strict=True)),
-    ]
-    for (label, _), row in zip(SEED_ROWS, cells, strict=True):
-        lines.append(
-            label.ljust(label_width)
-            + "  "
-            + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True))
-        )
-    return "\n".join(lines)
+        f"{first['epochs']} epochs, seeds {seeds}"
+    )
+    return _table(title, SEED_ROWS, columns)
