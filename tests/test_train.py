@@ -146,7 +146,7 @@ def test_results_json_holds_the_models_numbers(compared_run):
         stored = json.load(f)
     assert stored == json.loads(json.dumps(results))
     assert (stored["model"], stored["dataset"], stored["epochs"]) == ("sasa_resnet26", "digits", 2)
-    assert stored["stem"] == "attention_small" and stored["attention_stages"] == [1, 2, 3, 4]
+    assert stored["stem"] == "conv_small" and stored["attention_stages"] == [1, 2, 3, 4]
     assert 10_000 < stored["params"] < 100_000
     assert stored["flops"] > 2 * stored["params"]  # Every weight is used at least once.
     assert 0.0 <= stored["test_accuracy"] <= 1.0

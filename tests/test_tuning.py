@@ -274,7 +274,9 @@ def test_best_model_rebuilds_from_the_best_hyperparameters_and_trains(finished_s
     attention = [layer for layer in model.layers if isinstance(layer, LocalSelfAttention2D)]
     assert [layer.name for layer in attention] == ["conv5_block1_attn"]  # Group 4 only.
     layer = attention[0]
-    assert (layer.kernel_size, layer.num_heads) == (best["kernel_size"], best["num_heads"])
+    # Group 4's first block attends over the 2x2 map of 8x8 digits: its window is cut to 3.
+    assert layer.kernel_size == min(best["kernel_size"], 3)
+    assert layer.num_heads == best["num_heads"]
     assert layer.use_relative_position == best["use_relative_position"]
     assert layer.filters == 8 * best["base_width"]
     before = model.get_layer("conv2_block1_1_conv").kernel.numpy().copy()
