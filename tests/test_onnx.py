@@ -4,33 +4,15 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import onnxruntime
 import pytest
 
 import keras_sasa
-from keras_sasa import LocalSelfAttention2D
 from keras_sasa import export
+from test_export import small_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def attention_model(implementation, input_shape=(12, 12, 3)):
-    """Two attention layers: strides, bias and border="mask"; dilation and border="zeros"."""
-    inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(8, 1, name="proj")(inputs)
-    x = LocalSelfAttention2D(
-        8, 3, 2, strides=2, use_bias=True, implementation=implementation, name="attn1"
-    )(x)
-    x = LocalSelfAttention2D(
-        8, 5, 2, dilation_rate=2, border="zeros", implementation=implementation, name="attn2"
-    )(x)
-    outputs = keras.layers.Dense(4, name="head")(keras.layers.GlobalAveragePooling2D()(x))
-    model = keras.Model(inputs, outputs)
-    # Non-zero biases, so that a bias lost in the export would show.
-    model.get_layer("attn1").qkv_bias.assign(np.linspace(-1, 1, 24).astype("float32"))
-    return model
 
 
 def images(batch, shape, seed=0):
@@ -48,7 +30,7 @@ def test_attention_layers_export_and_run_at_another_batch_size(tmp_path, impleme
     # The reference is switched to the blocked implementation (its own graph is refused by
     # ONNX Runtime); the unrolled one is exported as it is. (The blocked one: the ResNet
     # tests.) The traced call has batch 1; the file runs batch 5.
-    model = attention_model(implementation)
+    model = small_model(implementation)
     path = export.to_onnx(model, tmp_path / "model.onnx")
     x = images(5, (12, 12, 3))
     outputs, input_shape = run_onnx(path, x)
@@ -71,9 +53,9 @@ def test_sasa_resnet26_exports_with_each_small_image_stem(tmp_path, stem):
 
 def test_to_onnx_rejects_what_does_not_export(tmp_path):
     with pytest.raises(ValueError, match="implementation='reference'"):
-        export.to_onnx(attention_model("blocked"), tmp_path / "m.onnx", "reference")
+        export.to_onnx(small_model("blocked"), tmp_path / "m.onnx", "reference")
     with pytest.raises(ValueError, match=r"fixed input height and width.*\(None, None, None, 3\)"):
-        export.to_onnx(attention_model("blocked", (None, None, 3)), tmp_path / "m.onnx")
+        export.to_onnx(small_model("blocked", (None, None, 3)), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -89,7 +71,7 @@ def command_env(**extra):
 
 
 def test_export_command_writes_an_onnx_file(tmp_path):
-    model = attention_model("reference")
+    model = small_model("reference")
     model.save(tmp_path / "model.keras")
     output = tmp_path / "model.onnx"
     done = subprocess.run(
@@ -111,7 +93,7 @@ def test_export_command_says_what_to_install_without_tf2onnx(tmp_path):
     (shadow / "tf2onnx.py").write_text(
         "raise ModuleNotFoundError(\"No module named 'tf2onnx'\", name='tf2onnx')\n"
     )
-    attention_model("blocked").save(tmp_path / "model.keras")
+    small_model("blocked").save(tmp_path / "model.keras")
     done = subprocess.run(
         [sys.executable, "-m", "keras_sasa", "export", str(tmp_path / "model.keras"),
          "--format", "onnx", "--output", str(tmp_path / "model.onnx")],

@@ -68,6 +68,28 @@ def run_cli(args, timeout=SUBPROCESS_TIMEOUT_S, **kwargs):
     )
 
 
+def kill_after_first_backup(args, backup_dir):
+    """Runs `python -m keras_sasa ARGS` and kills it with SIGKILL once `backup_dir` holds a
+    backup of a finished epoch."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_sasa", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+        while run_callbacks.backup_epoch(backup_dir) < 1:
+            assert process.poll() is None, "the run ended before its first backup"
+            assert time.monotonic() < deadline, "no backup in time"
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+
+
 # The recipe.
 
 
@@ -312,25 +334,8 @@ def test_run_killed_with_sigkill_resumes_without_losing_or_repeating_epochs(digi
     output_dir = str(tmp_path / "run")
     args = ["train", "--data-dir", digits_dir, "--output-dir", output_dir, "--epochs", str(epochs)]
     args += ["--batch-size", "32", *TINY_ARGS, *SLICE_ARGS]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
-    metadata = os.path.join(output_dir, "backup", "training_metadata.json")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keras_sasa", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
-        while run_callbacks.backup_epoch(os.path.dirname(metadata)) < 1:
-            assert process.poll() is None, "the run ended before its first backup"
-            assert time.monotonic() < deadline, "no backup in time"
-            time.sleep(0.05)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    backed_up = run_callbacks.backup_epoch(os.path.dirname(metadata))
+    kill_after_first_backup(args, os.path.join(output_dir, "backup"))
+    backed_up = run_callbacks.backup_epoch(os.path.join(output_dir, "backup"))
     assert 1 <= backed_up < epochs
     assert not os.path.exists(os.path.join(output_dir, "results.json"))
 
@@ -638,23 +643,7 @@ def test_a_run_killed_in_epoch_2_and_resumed_ends_as_the_uninterrupted_run(digit
     settings = ["--epochs", "3", "--batch-size", "32", "--train-split", "train[:128]"]
     settings += ["--test-split", "test[:64]", *TINY_ARGS]
     whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keras_sasa", *args(killed), *settings],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
-        while run_callbacks.backup_epoch(os.path.join(killed, "backup")) < 1:
-            assert process.poll() is None, "the run ended before its first backup"
-            assert time.monotonic() < deadline, "no backup in time"
-            time.sleep(0.02)
-    finally:
-        process.send_signal(signal.SIGKILL)  # In epoch 2.
-        process.wait(timeout=30)
+    kill_after_first_backup([*args(killed), *settings], os.path.join(killed, "backup"))  # Epoch 2.
     assert run_callbacks.backup_epoch(os.path.join(killed, "backup")) == 1
     resumed = run_cli([*args(killed), *settings])
     assert resumed.returncode == 0, resumed.stderr[-2000:]

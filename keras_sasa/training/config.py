@@ -13,6 +13,7 @@ Fields left at None are chosen by `resolve` once the data set is known:
 """
 
 import dataclasses
+import numbers
 import os
 import re
 from typing import Optional, Tuple, Union
@@ -238,7 +239,7 @@ def check(config):
 def check_validation_split(validation_split, train_split=None):
     """Raises ValueError (TypeError) unless `validation_split` can be carved out of
     `train_split` by TFDS's whole-percent slicing."""
-    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)):
+    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real):
         raise TypeError(
             "Invalid type for `validation_split`: expected a float in (0, 1) or None, "
             f"got {validation_split!r}."

@@ -155,10 +155,11 @@ SEED_METRICS = ("test_accuracy", "test_loss", "final_train_accuracy", "train_ima
 def summarize(runs):
     """Mean, sample standard deviation (0 for one run) and values of `SEED_METRICS` over
     the results of `runs` (one model, several seeds); also its params and FLOPs."""
-    summary = {"name": runs[0]["config"]["model"], "params": runs[0]["params"]}
-    summary["flops"] = runs[0]["flops"]
-    summary["stem"] = runs[0]["stem"]
-    summary["attention_stages"] = runs[0]["attention_stages"]
+    first = runs[0]
+    summary = {
+        "name": first["config"]["model"],
+        **{key: first[key] for key in ("params", "flops", "stem", "attention_stages")},
+    }
     for metric in SEED_METRICS:
         values = [run.get(metric) for run in runs]
         if any(value is None for value in values):
@@ -178,7 +179,9 @@ def check_seeds(seeds):
     except TypeError:
         raise TypeError(f"Invalid type for `seeds`: expected integers, got {seeds!r}.") from None
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-        raise ValueError(f"Invalid value for `seeds`: expected one or more integers, got {seeds!r}.")
+        raise ValueError(
+            f"Invalid value for `seeds`: expected one or more integers, got {seeds!r}."
+        )
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"Invalid value for `seeds`: each seed once, got {seeds!r}.")
     return seeds
