@@ -137,7 +137,7 @@ def test_resolve_picks_small_image_defaults_for_digits(digits_dir):
         8,
         "conv_small",
         (1, 2, 3, 4),
-        7,
+        3,
     )
     assert config.num_heads == 2
     assert config.learning_rate == pytest.approx(0.1 * config.batch_size / 256)
