@@ -81,6 +81,59 @@ def interval(low, high, low_open=False, high_open=True):
     return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
 
+def choices(name, value, check_item):
+    """The distinct items of `value` (one value or a sequence), each passed through
+    `check_item`, which returns it or raises ValueError (TypeError) saying what it
+    expected; the error names `name` and echoes the whole `value`."""
+    if value is None or isinstance(value, (str, bool, numbers.Number)):
+        values = (value,)
+    else:
+        try:
+            values = tuple(value)
+        except TypeError:
+            raise error(
+                name, value, "Expected a value or a sequence of values", TypeError
+            ) from None
+    if not values:
+        raise error(name, value, "Expected at least one value")
+    checked = []
+    for item in values:
+        try:
+            item = check_item(item)
+        except (TypeError, ValueError) as problem:
+            raise error(name, value, str(problem), type(problem)) from None
+        if item not in checked:
+            checked.append(item)
+    return tuple(checked)
+
+
+def value_range(name, value, low, closed=False, high=None):
+    """`(min, max)` from a number or a pair, within [low (`closed`) or (low, and below
+    `high`."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        bounds = (value, value)
+    else:
+        try:
+            bounds = tuple(value)
+        except TypeError:
+            raise error(name, value, "Expected a number or (min, max)", TypeError) from None
+    if len(bounds) != 2:
+        raise error(name, value, "Expected (min, max)" + ("" if bounds else "; the range is empty"))
+    for bound in bounds:
+        if isinstance(bound, bool) or not isinstance(bound, numbers.Real):
+            raise error(name, value, "Expected numbers", TypeError)
+        if not math.isfinite(bound):
+            raise error(name, value, "Expected finite numbers")
+    minimum, maximum = (float(bound) for bound in bounds)
+    if minimum > maximum:
+        raise error(name, value, "Expected min <= max; the range is inverted (min > max)")
+    if minimum < low or (minimum == low and not closed):
+        raise error(name, value, f"Expected values {interval(low, None, low_open=not closed)}")
+    if high is not None and maximum >= high:
+        raise error(name, value, f"Expected values {interval(None, high)}")
+    return (minimum, maximum)
+
+
 def heads_divide_filters(num_heads, filters):
     if filters % num_heads:
         raise ValueError(

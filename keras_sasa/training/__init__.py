@@ -13,7 +13,7 @@ Names are imported from their modules when first used: `keras_sasa.training.conf
 which the command line reads before Keras starts, imports no Keras.
 """
 
-import importlib
+from keras_sasa import _lazy
 
 # Public name -> the module of this package that defines it.
 _NAMES = {
@@ -31,21 +31,6 @@ _NAMES = {
 }
 _MODULES = ("callbacks", "config", "recipe", "report", "run", "run_files", "seeds")
 
-
-def __getattr__(name):
-    if name in _NAMES:
-        module = importlib.import_module(f"{__name__}.{_NAMES[name]}")
-        for each, home in _NAMES.items():
-            if home == _NAMES[name]:
-                globals()[each] = getattr(module, each)
-        return globals()[name]
-    if name in _MODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_NAMES) | set(_MODULES))
-
+__getattr__, __dir__ = _lazy.attributes(__name__, _NAMES, _MODULES)
 
 __all__ = sorted([*_NAMES, "recipe"])

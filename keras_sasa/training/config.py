@@ -64,11 +64,13 @@ _RUN_ONLY_FIELDS = (
 def _field(default, group=None, help=None, low=None, high=None, low_open=False, **flag):
     """A `TrainConfig` field: its default, the bounds `check` holds a number to
     ([low, high), or (low, high) with `low_open`), and its command line flag: a field
-    with a `group` is a flag of `train` in that group of the help, with this `help` and
-    any other `flag` arguments of `ArgumentParser.add_argument` (choices, metavar)."""
+    with a `group` is a flag of `train` in that group of the help, with this `help`, the
+    word that stands for None (`none_word`), and any other `flag` arguments of
+    `ArgumentParser.add_argument` (choices, metavar)."""
     bounds = {"low": low, "high": high, "low_open": low_open} if low is not None else None
-    metadata = {"group": group, "help": help, "bounds": bounds, "flag": flag}
-    return dataclasses.field(default=default, metadata=metadata)
+    none_word = flag.pop("none_word", None)
+    metadata = {"group": group, "help": help, "bounds": bounds, "none_word": none_word}
+    return dataclasses.field(default=default, metadata={**metadata, "flag": flag})
 
 
 @dataclasses.dataclass
@@ -139,6 +141,7 @@ class TrainConfig:
         "model",
         "auto|attention|conv|attention_small|conv_small (default: auto: attention, or "
         "conv_small for images <= 64 pixels)",
+        none_word="auto",
     )
     attention_stages: Optional[Tuple[int, ...]] = _field(
         None,
@@ -223,6 +226,7 @@ class TrainConfig:
         "recipe",
         "share of the training split held out for the per-epoch val_* columns, e.g. 0.1 "
         "(default: none: val_* is computed on the test split)",
+        none_word="none",
     )
 
     def replace(self, **changes):

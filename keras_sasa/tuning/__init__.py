@@ -11,7 +11,7 @@ Names are imported from their modules when first used: `keras_sasa.tuning.space`
 the command line reads before Keras starts, imports neither Keras nor keras-tuner.
 """
 
-import importlib
+from keras_sasa import _lazy
 
 # Public name -> the module of this package that defines it.
 _NAMES = {
@@ -26,25 +26,10 @@ _NAMES = {
     "SearchSpace": "space",
     "config_for": "space",
 }
-_MODULES = ("hypermodel", "space")  # `search` is the function
+# Not "search": that name is the function (importing search.py binds the module to it
+# first; `_lazy` then binds the module's names, the function among them).
+_MODULES = ("hypermodel", "space")
 
-
-def __getattr__(name):
-    if name in _NAMES:
-        # Every name of the module at once: importing `search.py` binds its module to the
-        # package's `search`, which must stay the function.
-        module = importlib.import_module(f"{__name__}.{_NAMES[name]}")
-        for each, home in _NAMES.items():
-            if home == _NAMES[name]:
-                globals()[each] = getattr(module, each)
-        return globals()[name]
-    if name in _MODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_NAMES) | set(_MODULES))
-
+__getattr__, __dir__ = _lazy.attributes(__name__, _NAMES, _MODULES)
 
 __all__ = sorted(_NAMES)

@@ -12,7 +12,6 @@ the configuration that trains it (`config_for`).
 """
 
 import dataclasses
-import math
 import numbers
 from typing import Optional, Tuple
 
@@ -143,16 +142,25 @@ class SearchSpace:
         def set_field(name, value):
             object.__setattr__(self, name, value)
 
-        set_field("kernel_size", _choices("kernel_size", self.kernel_size, _odd_positive_int))
-        set_field("num_heads", _choices("num_heads", self.num_heads, _positive_int))
+        set_field(
+            "kernel_size", validation.choices("kernel_size", self.kernel_size, _odd_positive_int)
+        )
+        set_field("num_heads", validation.choices("num_heads", self.num_heads, _positive_int))
         if self.stem is not None:
-            set_field("stem", _choices("stem", self.stem, _stem))
-        set_field("attention_stages", _stage_choices(self.attention_stages))
+            set_field("stem", validation.choices("stem", self.stem, _stem))
+        stages = self.attention_stages
+        if (
+            isinstance(stages, (tuple, list))
+            and stages
+            and all(isinstance(group, numbers.Integral) for group in stages)
+        ):
+            stages = (stages,)  # A flat sequence of groups, (2, 3, 4), is one set.
+        set_field("attention_stages", validation.choices("attention_stages", stages, _stage_set))
         set_field(
             "use_relative_position",
-            _choices("use_relative_position", self.use_relative_position, _boolean),
+            validation.choices("use_relative_position", self.use_relative_position, _boolean),
         )
-        set_field("base_width", _choices("base_width", self.base_width, _positive_int))
+        set_field("base_width", validation.choices("base_width", self.base_width, _positive_int))
         for width in self.base_width:
             for heads in self.num_heads:
                 if width % heads:
@@ -162,11 +170,19 @@ class SearchSpace:
                         f"num_heads={self.num_heads}, base_width={self.base_width}"
                     )
         if self.learning_rate is not None:
-            set_field("learning_rate", _range("learning_rate", self.learning_rate, low=0.0))
-        set_field("weight_decay", _range("weight_decay", self.weight_decay, low=0.0, closed=True))
+            set_field(
+                "learning_rate",
+                validation.value_range("learning_rate", self.learning_rate, low=0.0),
+            )
+        set_field(
+            "weight_decay",
+            validation.value_range("weight_decay", self.weight_decay, low=0.0, closed=True),
+        )
         set_field(
             "label_smoothing",
-            _range("label_smoothing", self.label_smoothing, low=0.0, closed=True, high=1.0),
+            validation.value_range(
+                "label_smoothing", self.label_smoothing, low=0.0, closed=True, high=1.0
+            ),
         )
 
     def replace(self, **changes):
@@ -308,112 +324,39 @@ def decode_stages(text):
     return validation.parse_stages(text)
 
 
-def _choices(name, value, check_item):
-    """The distinct items of `value` (one value or a sequence), each passed through
-    `check_item`, which returns it or a `(error type, expectation)` pair."""
-    if value is None or isinstance(value, (str, bool, numbers.Number)):
-        values = (value,)
-    else:
-        try:
-            values = tuple(value)
-        except TypeError:
-            expected = "Expected a value or a sequence of values"
-            raise validation.error(name, value, expected, TypeError) from None
-    if not values:
-        raise validation.error(name, value, "Expected at least one value")
-    checked = []
-    for item in values:
-        item = check_item(item)
-        if isinstance(item, tuple):
-            kind, expected = item
-            raise validation.error(name, value, expected, kind)
-        if item not in checked:
-            checked.append(item)
-    return tuple(checked)
-
-
 def _positive_int(item):
     if not validation.is_int(item):
-        return TypeError, "Expected integers"
-    return int(item) if item >= 1 else (ValueError, "Expected positive integers")
+        raise TypeError("Expected integers")
+    if item < 1:
+        raise ValueError("Expected positive integers")
+    return int(item)
 
 
 def _odd_positive_int(item):
-    item = _positive_int(item)
-    if isinstance(item, int) and item % 2 == 0:
-        return ValueError, (
+    if _positive_int(item) % 2 == 0:
+        raise ValueError(
             "Expected odd sizes (the window is centred on its pixel; the paper tries "
             f"{', '.join(map(str, PAPER_KERNEL_SIZES))})"
         )
-    return item
+    return int(item)
 
 
 def _stem(item):
     from keras_sasa.models.resnet import STEMS
 
-    return item if item in STEMS else (ValueError, f"Expected stems among {STEMS}")
+    if item not in STEMS:
+        raise ValueError(f"Expected stems among {STEMS}")
+    return item
 
 
 def _boolean(item):
-    return item if isinstance(item, bool) else (TypeError, "Expected True and/or False")
+    if not isinstance(item, bool):
+        raise TypeError("Expected True and/or False")
+    return item
 
 
-def _stage_choices(value):
-    name = "attention_stages"
-    if isinstance(value, str):
-        value = (value,)
+def _stage_set(item):
     try:
-        items = tuple(value)
-    except TypeError:
-        expected = "Expected a sequence of sets of groups, e.g. ((1, 2, 3, 4), (2, 3, 4))"
-        raise validation.error(name, value, expected, TypeError) from None
-    # A flat sequence of groups, (2, 3, 4), is one set.
-    if items and all(isinstance(item, numbers.Integral) for item in items):
-        items = (items,)
-    if not items:
-        raise validation.error(name, value, "Expected at least one set")
-    checked = []
-    for item in items:
-        try:
-            stages = validation.attention_stages(
-                decode_stages(item) if isinstance(item, str) else item
-            )
-        except (TypeError, ValueError) as error:
-            raise validation.error(
-                name, value, "Expected sets of groups 1..4", type(error)
-            ) from None
-        if stages not in checked:
-            checked.append(stages)
-    return tuple(checked)
-
-
-def _range(name, value, low, closed=False, high=None):
-    """(min, max) from a number or a pair, checked against the bounds [low or (low, and high)."""
-
-    def refuse(expected, kind=ValueError):
-        return validation.error(name, value, expected, kind)
-
-    if isinstance(value, bool):
-        raise refuse("Expected a number or (min, max)", TypeError)
-    if isinstance(value, numbers.Real):
-        bounds = (value, value)
-    else:
-        try:
-            bounds = tuple(value)
-        except TypeError:
-            raise refuse("Expected a number or (min, max)", TypeError) from None
-    if len(bounds) != 2:
-        raise refuse("Expected (min, max)" + ("; the range is empty" if not bounds else ""))
-    for bound in bounds:
-        if isinstance(bound, bool) or not isinstance(bound, numbers.Real):
-            raise refuse("Expected numbers", TypeError)
-        if not math.isfinite(bound):
-            raise refuse("Expected finite numbers")
-    minimum, maximum = (float(bound) for bound in bounds)
-    if minimum > maximum:
-        raise refuse("Expected min <= max; the range is inverted (min > max)")
-    if minimum < low or (minimum == low and not closed):
-        raise refuse(f"Expected values {validation.interval(low, None, low_open=not closed)}")
-    if high is not None and maximum >= high:
-        raise refuse(f"Expected values {validation.interval(None, high)}")
-    return (minimum, maximum)
+        return validation.attention_stages(decode_stages(item) if isinstance(item, str) else item)
+    except (TypeError, ValueError) as error:
+        raise type(error)("Expected sets of groups 1..4") from None
