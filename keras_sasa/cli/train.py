@@ -19,6 +19,16 @@ _TUNE_FIELDS = (
     "batch_size",
     "seed",
 )
+# The flags of `tune` that are arguments of `keras_sasa.tuning.search`.
+_SEARCH_ARGUMENTS = (
+    "tuner",
+    "max_trials",
+    "epochs",
+    "output_dir",
+    "validation_split",
+    "overwrite",
+    "hyperband_factor",
+)
 _TUNE_HELP = {
     "test_split": "scores the trials with --validation-split none",
     "strategy": "tf.distribute strategy of the trials (default: auto)",
@@ -135,15 +145,7 @@ def _tune(args):
     config = training.TrainConfig(**flags.config_values(args, training.TrainConfig, names))
     try:
         results = tuning.search(
-            config,
-            space,
-            tuner=args.tuner,
-            max_trials=args.max_trials,
-            epochs=args.epochs,
-            output_dir=args.output_dir,
-            validation_split=args.validation_split,
-            overwrite=args.overwrite,
-            hyperband_factor=args.hyperband_factor,
+            config, space, **{name: getattr(args, name) for name in _SEARCH_ARGUMENTS}
         )
     except RuntimeError as error:
         # keras-tuner gives up after consecutive failed trials; its message ends with

@@ -28,6 +28,8 @@ fields before Keras starts) can take its defaults from here.
 
 import math
 
+from keras_sasa import _validation as validation
+
 # Paper: 1.6 at batch 4096, i.e. the usual 0.1 per 256 images.
 BASE_LEARNING_RATE = 0.1
 BASE_BATCH_SIZE = 256
@@ -124,12 +126,11 @@ def learning_rate_schedule(learning_rate, total_steps, warmup_steps):
     """
     import keras
 
-    if total_steps < 1:
-        raise ValueError(f"Expected at least one training step. Received total_steps={total_steps}")
+    validation.positive_int("total_steps", total_steps, type_error=ValueError)
     if not 0 <= warmup_steps < total_steps:
         raise ValueError(
-            "The warm-up must end before training does. Received "
-            f"warmup_steps={warmup_steps}, total_steps={total_steps}"
+            "Invalid value for argument `warmup_steps`. Expected a warm-up that ends before "
+            f"training does. Received: warmup_steps={warmup_steps}, total_steps={total_steps}"
         )
     if warmup_steps == 0:
         return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
@@ -164,11 +165,7 @@ def make_optimizer(
     """
     import keras
 
-    if weight_decay < 0:
-        raise ValueError(
-            "Invalid value for argument `weight_decay`. Expected >= 0. "
-            f"Received weight_decay={weight_decay}"
-        )
+    validation.number("weight_decay", weight_decay, low=0)
     use_ema = ema_momentum is not None
     optimizer = keras.optimizers.SGD(
         learning_rate=learning_rate,
@@ -187,11 +184,7 @@ def make_loss(label_smoothing=0.0):
     """Cross-entropy on one-hot labels and the model's softmax output."""
     import keras
 
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(
-            "Invalid value for argument `label_smoothing`. Expected a value in [0, 1). "
-            f"Received label_smoothing={label_smoothing}"
-        )
+    validation.number("label_smoothing", label_smoothing, low=0, high=1)
     return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 
 
