@@ -113,7 +113,7 @@ def _value_options(field):
         if field.default is False:
             return {"action": "store_true"}
         return {"action": argparse.BooleanOptionalAction}
-    if field.name == "attention_stages":
+    if typing.get_origin(_without_none(kind)) is tuple:  # attention_stages
         return {"type": attention_stages}
     if bounds is not None and int in (kind, *typing.get_args(kind)):
         return {"type": positive_int}
@@ -153,24 +153,25 @@ def add_space_flags(group, space_class):
         )
 
 
-def space_values(args, space_class, range_fields):
-    """The `SearchSpace` arguments given on the command line, read from their text:
-    choices "3,5" (stage sets "2,3,4;none", switches "on,off"), ranges "MIN:MAX" or one
-    number. UsageError naming the flag for text that cannot be read."""
+def space_values(args, space_class):
+    """The `SearchSpace` arguments given on the command line, read from their text as
+    the field's type says: ranges `Tuple[float, float]` "MIN:MAX" or one number; choices
+    "3,5", "on,off" (booleans), stage sets "2,3,4;none" (tuples). UsageError naming the
+    flag for text that cannot be read."""
     values = {}
     for field in dataclasses.fields(space_class):
         text = getattr(args, "space." + field.name)
         if text is None:
             continue
         flag = field.metadata["flag"]
-        if field.name in range_fields:
+        item_types = typing.get_args(_without_none(field.type))
+        if item_types == (float, float):
             values[field.name] = _range(flag, text)
-        elif field.name == "attention_stages":
+        elif typing.get_origin(item_types[0]) is tuple:
             sets = [part.strip() for part in text.split(";") if part.strip()]
             values[field.name] = tuple(_stages_or_error(flag, part) for part in sets)
         else:
-            item_type = typing.get_args(_without_none(field.type))[0]
-            read = {int: int, str: str, bool: _on_off}[item_type]
+            read = {int: int, str: str, bool: _on_off}[item_types[0]]
             values[field.name] = _split_list(flag, text, read)
     return values
 

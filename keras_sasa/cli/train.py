@@ -130,9 +130,7 @@ def add_tune_parser(commands):
 
 
 def _check_tune(args):
-    args.search_space = flags.space_values(
-        args, search_space.SearchSpace, search_space.RANGE_FIELDS
-    )
+    args.search_space = flags.space_values(args, search_space.SearchSpace)
 
 
 def _tune(args):
