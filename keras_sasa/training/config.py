@@ -61,6 +61,13 @@ _RUN_ONLY_FIELDS = (
 )
 
 
+def _defaults(name, paper=False):
+    """ "default: 8; 2 for small images": a field's help, from the defaults above."""
+    large, small = LARGE_IMAGE_DEFAULTS[name], SMALL_IMAGE_DEFAULTS[name]
+    text = f"default: {large}{' (paper)' if paper else ''}"
+    return text if large == small else f"{text}; {small} for small images"
+
+
 def _field(default, group=None, help=None, low=None, high=None, low_open=False, **flag):
     """A `TrainConfig` field: its default, the bounds `check` holds a number to
     ([low, high), or (low, high) with `low_open`), and its command line flag: a field
@@ -139,8 +146,9 @@ class TrainConfig:
     stem: Optional[str] = _field(
         None,
         "model",
-        "auto|attention|conv|attention_small|conv_small (default: auto: attention, or "
-        "conv_small for images <= 64 pixels)",
+        "auto|attention|conv|attention_small|conv_small (default: auto: "
+        f"{LARGE_IMAGE_DEFAULTS['stem']}, or {SMALL_IMAGE_DEFAULTS['stem']} for images <= 64 "
+        "pixels)",
         none_word="auto",
     )
     attention_stages: Optional[Tuple[int, ...]] = _field(
@@ -150,13 +158,13 @@ class TrainConfig:
         metavar="GROUPS",
     )
     kernel_size: Optional[int] = _field(
-        None, "model", "spatial extent k of the attention (default: 7)", low=1
+        None, "model", f"spatial extent k of the attention ({_defaults('kernel_size')})", low=1
     )
     num_heads: Optional[int] = _field(
-        None, "model", "attention heads (default: 8; 2 for small images)", low=1
+        None, "model", f"attention heads ({_defaults('num_heads')})", low=1
     )
     base_width: Optional[int] = _field(
-        None, "model", "width of the stem and group 1 (default: 64; 16 for small images)", low=1
+        None, "model", f"width of the stem and group 1 ({_defaults('base_width')})", low=1
     )
     use_relative_position: bool = True
     image_size: Optional[int] = _field(
@@ -165,17 +173,24 @@ class TrainConfig:
         "side of the model input (default: native for images <= 64 pixels, else 224)",
         low=1,
     )
-    epochs: Optional[int] = _field(
-        None, "recipe", "default: 130 (paper); 30 for small images", low=1
-    )
+    epochs: Optional[int] = _field(None, "recipe", _defaults("epochs", paper=True), low=1)
     batch_size: Optional[int] = _field(
-        None, "recipe", "global batch size (default: 256; 64 for small images)", low=1
+        None, "recipe", f"global batch size ({_defaults('batch_size')})", low=1
     )
     learning_rate: Optional[float] = _field(
-        None, "recipe", "peak learning rate (default: 0.1 x batch size / 256)", low=0, low_open=True
+        None,
+        "recipe",
+        f"peak learning rate (default: {recipe.BASE_LEARNING_RATE} x batch size / "
+        f"{recipe.BASE_BATCH_SIZE})",
+        low=0,
+        low_open=True,
     )
     warmup_epochs: Optional[float] = _field(
-        None, "recipe", "linear warm-up (default: 10/130 of the epochs, as in the paper)", low=0
+        None,
+        "recipe",
+        f"linear warm-up (default: {recipe.PAPER_WARMUP_EPOCHS}/{recipe.PAPER_EPOCHS} of the "
+        "epochs, as in the paper)",
+        low=0,
     )
     weight_decay: float = _field(0.0, "recipe", "decoupled weight decay of SGD (default: 0)", low=0)
     label_smoothing: float = _field(0.0, "recipe", "label smoothing (default: 0)", low=0, high=1)
@@ -188,12 +203,17 @@ class TrainConfig:
     )
     ema: bool = _field(True, "recipe", "keep and evaluate an EMA of the weights (default: on)")
     ema_momentum: Optional[float] = _field(
-        None, "recipe", "EMA decay (default: 0.9999, less for short runs)", low=0, high=1
+        None,
+        "recipe",
+        f"EMA decay (default: {recipe.PAPER_EMA_MOMENTUM}, less for short runs)",
+        low=0,
+        high=1,
     )
     batch_norm_momentum: Optional[float] = _field(
         None,
         "recipe",
-        "momentum of batch norm's moving statistics (default: 0.9999, less for short runs)",
+        "momentum of batch norm's moving statistics (default: "
+        f"{recipe.PAPER_EMA_MOMENTUM}, less for short runs)",
         low=0,
         high=1,
     )
