@@ -115,9 +115,9 @@ def load_dataset(
             `shuffle_buffer`.
     """
     check.positive_int("batch_size", batch_size, type_error=ValueError)
-    for name, value in (("image_size", image_size), ("shuffle_buffer", shuffle_buffer)):
+    for argument, value in (("image_size", image_size), ("shuffle_buffer", shuffle_buffer)):
         if value is not None:
-            check.positive_int(name, value, type_error=ValueError)
+            check.positive_int(argument, value, type_error=ValueError)
     if initial_epoch is not None:
         check.integer("initial_epoch", initial_epoch)
         if not isinstance(epochs, numbers.Integral) or not 0 <= initial_epoch < epochs:
