@@ -61,6 +61,10 @@ _RUN_ONLY_FIELDS = (
 )
 
 
+# The bounds of momenta and shares: [0, 1).
+_FRACTION = {"low": 0, "high": 1}
+
+
 def _defaults(name, paper=False):
     """ "default: 8; 2 for small images": a field's help, from the defaults above."""
     large, small = LARGE_IMAGE_DEFAULTS[name], SMALL_IMAGE_DEFAULTS[name]
@@ -193,29 +197,26 @@ class TrainConfig:
         low=0,
     )
     weight_decay: float = _field(0.0, "recipe", "decoupled weight decay of SGD (default: 0)", low=0)
-    label_smoothing: float = _field(0.0, "recipe", "label smoothing (default: 0)", low=0, high=1)
+    label_smoothing: float = _field(0.0, "recipe", "label smoothing (default: 0)", **_FRACTION)
     momentum: float = _field(
         recipe.MOMENTUM,
         "recipe",
         f"Nesterov momentum (default: {recipe.MOMENTUM})",
-        low=0,
-        high=1,
+        **_FRACTION,
     )
     ema: bool = _field(True, "recipe", "keep and evaluate an EMA of the weights (default: on)")
     ema_momentum: Optional[float] = _field(
         None,
         "recipe",
         f"EMA decay (default: {recipe.PAPER_EMA_MOMENTUM}, less for short runs)",
-        low=0,
-        high=1,
+        **_FRACTION,
     )
     batch_norm_momentum: Optional[float] = _field(
         None,
         "recipe",
         "momentum of batch norm's moving statistics (default: "
         f"{recipe.PAPER_EMA_MOMENTUM}, less for short runs)",
-        low=0,
-        high=1,
+        **_FRACTION,
     )
     output_dir: Optional[str] = _field(
         None,
