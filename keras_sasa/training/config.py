@@ -10,6 +10,10 @@ Fields left at None are chosen by `resolve` once the data set is known:
   attention" of Table 1), 2 heads, and a narrow, short run, so that the default command
   finishes in a few minutes on two CPU cores (`SMALL_IMAGE_DEFAULTS`, chosen by the
   search in `benchmarks/results/digits_search/`).
+
+Each field's metadata also holds the bounds `check` applies and the `train` command's
+flag (group, help, choices): `keras_sasa.cli` builds the flags from the fields, before
+Keras starts, so this module imports the model and data modules only where it uses them.
 """
 
 import dataclasses
