@@ -196,7 +196,7 @@ def search(
     training.config.check(config)
     if output_dir is None:
         output_dir = default_output_dir(config)
-    training.run.make_output_dir(output_dir)
+    run_files.make_output_dir(output_dir)
     strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
     hypermodel = SASAHyperModel(config, space, validation_split, strategy)
     resolved, resolved_space, _, steps_per_epoch = hypermodel.prepare()
