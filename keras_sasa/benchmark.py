@@ -10,7 +10,6 @@ with and without XLA, and reports the allocator's peak memory; JAX runs it under
 another backend in a subprocess, for the side-by-side table (`backend_table`).
 """
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -24,6 +23,7 @@ import time
 import keras
 import tensorflow as tf
 
+from keras_sasa.distribute import dtype_policy
 from keras_sasa.layers import LocalSelfAttention2D
 
 # ResNet-50's four groups at 224 x 224 (batch, size, channels), and the kernel sizes of
@@ -31,6 +31,8 @@ from keras_sasa.layers import LocalSelfAttention2D
 GROUP_SHAPES = [(8, 56, 64), (8, 28, 128), (8, 14, 256), (8, 7, 512)]
 KERNEL_SIZES = [3, 5, 7, 9, 11]
 CONTENDERS = ("auto", "reference", "conv3x3")
+# The Keras dtype policy that computes in each measured dtype.
+_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
 @dataclasses.dataclass
@@ -62,17 +64,6 @@ def _peak_mib(step, x):
     return (tf.config.experimental.get_memory_info(device)["peak"] - before) / 2**20
 
 
-@contextlib.contextmanager
-def _dtype_policy(dtype):
-    """Layers built inside compute in `dtype` ("float32" or "bfloat16")."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if dtype == "bfloat16" else "float32")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
 def _median_ms(run, repeats):
     """Median wall time of `run()` over `repeats` calls, in milliseconds."""
     times = []
@@ -88,7 +79,7 @@ def measure(contender, shape, kernel_size, jit_compile, dtype="float32", repeats
     if keras.backend.backend() == "jax":
         return _measure_jax(contender, shape, kernel_size, dtype, repeats)
     batch, size, channels = shape
-    with _dtype_policy(dtype):
+    with dtype_policy(_POLICIES[dtype]):
         layer = _layer(contender, channels, kernel_size)
         x = tf.random.normal((batch, size, size, channels))
         layer.build(x.shape)
@@ -118,7 +109,7 @@ def _measure_jax(contender, shape, kernel_size, dtype, repeats):
     import jax.numpy as jnp
 
     batch, size, channels = shape
-    with _dtype_policy(dtype):
+    with dtype_policy(_POLICIES[dtype]):
         layer = _layer(contender, channels, kernel_size)
         x = jax.random.normal(jax.random.key(0), (batch, size, size, channels))
         layer.build(x.shape)

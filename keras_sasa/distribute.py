@@ -9,7 +9,9 @@
   placeholder), so they are dropped there with a warning.
 - `global_batch_size` / `per_replica_batch_size`: input pipelines batch with the global
   batch, which Keras splits evenly over the replicas.
-- `worker_dir`: a directory that only this worker writes (for `BackupAndRestore`).
+- `worker_dir`: a directory that only this worker writes (for `BackupAndRestore`);
+  `is_chief`: whether this worker writes the shared outputs; `single_device`.
+- `dtype_policy`: a mixed-precision policy for the duration of a block.
 
 On the JAX backend `tf.distribute` does not apply: `get_strategy` returns a
 `DataParallelStrategy`, which installs `keras.distribution.DataParallel` over the local
@@ -21,14 +23,15 @@ import glob
 import importlib.util
 import json
 import logging
-import numbers
 import os
 import warnings
 
 import keras
 import tensorflow as tf
 
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+from keras_sasa import _validation as check
+from keras_sasa.training.config import STRATEGIES
+
 # Steps per compiled call on a TPU when none is asked for: each call is a round trip
 # from the host, so several steps per call keep the TPU busy.
 TPU_STEPS_PER_EXECUTION = 32
@@ -65,11 +68,7 @@ def get_strategy(name="auto", tpu=None):
     Raises:
         ValueError: an unknown `name`, or `name="tpu"` and no TPU could be reached.
     """
-    if name not in STRATEGIES:
-        raise ValueError(
-            "Invalid value for argument `name`. Expected one of "
-            f"{', '.join(repr(s) for s in STRATEGIES)}. Received: name={name!r}"
-        )
+    check.one_of("name", name, STRATEGIES)
     if keras.backend.backend() != "tensorflow":
         return _keras_distribution(name)
     if name == "default":
@@ -233,12 +232,9 @@ def fit_options(strategy=None, jit_compile="auto", steps_per_execution="auto"):
         `(jit_compile, steps_per_execution)` to pass to `Model.compile`.
     """
     if jit_compile not in (True, False, "auto"):
-        raise ValueError(
-            "Invalid value for argument `jit_compile`. Expected True, False or 'auto'. "
-            f"Received: jit_compile={jit_compile!r}"
-        )
+        raise check.error("jit_compile", jit_compile, "Expected True, False or 'auto'")
     if steps_per_execution != "auto":
-        _check_positive_int("steps_per_execution", steps_per_execution)
+        check.positive_int("steps_per_execution", steps_per_execution, type_error=ValueError)
     strategy = strategy or _current_strategy()
     if isinstance(strategy, DataParallelStrategy):
         # keras.distribution runs XLA and multi-step loops on any number of devices.
@@ -272,7 +268,7 @@ def fit_options(strategy=None, jit_compile="auto", steps_per_execution="auto"):
 
 def global_batch_size(per_replica_batch_size, strategy=None):
     """The batch size of the input pipeline: `per_replica_batch_size` x replicas."""
-    _check_positive_int("per_replica_batch_size", per_replica_batch_size)
+    check.positive_int("per_replica_batch_size", per_replica_batch_size, type_error=ValueError)
     strategy = strategy or _current_strategy()
     return per_replica_batch_size * strategy.num_replicas_in_sync
 
@@ -284,7 +280,7 @@ def per_replica_batch_size(global_batch_size, strategy=None):
         ValueError: the global batch does not split evenly over the replicas (the
             replicas would then weigh their examples differently).
     """
-    _check_positive_int("global_batch_size", global_batch_size)
+    check.positive_int("global_batch_size", global_batch_size, type_error=ValueError)
     strategy = strategy or _current_strategy()
     replicas = strategy.num_replicas_in_sync
     if global_batch_size % replicas:
@@ -311,6 +307,38 @@ def worker_dir(base_dir, strategy=None):
     return os.path.join(base_dir, f"{resolver.task_type}-{resolver.task_id}")
 
 
+def is_chief(strategy):
+    """Whether this worker writes the shared outputs: always, except under a
+    multi-worker strategy, where the chief does (or worker 0 in a cluster without one)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type in (None, "chief"):
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def single_device(strategy):
+    """Whether `strategy` runs on one device (no replicas, no TPU)."""
+    return strategy.num_replicas_in_sync == 1 and not isinstance(
+        strategy, tf.distribute.TPUStrategy
+    )
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Keras's global dtype policy set to `name` ("mixed_bfloat16", ...) inside the
+    block, and restored after it; "none" leaves the policy as it is."""
+    previous = keras.mixed_precision.global_policy()
+    if name != "none":
+        keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def _current_strategy():
     """The strategy in scope (TensorFlow), or the installed keras.distribution (others)."""
     if keras.backend.backend() == "tensorflow":
@@ -320,11 +348,3 @@ def _current_strategy():
         return DataParallelStrategy(keras.distribution.list_devices()[:1], install=False)
     devices = [str(d) for d in distribution.device_mesh.devices.flatten()]
     return DataParallelStrategy(devices, install=False)
-
-
-def _check_positive_int(argument, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected a strictly positive "
-            f"integer. Received: {argument}={value!r}"
-        )

@@ -25,6 +25,7 @@ import warnings
 
 import keras
 
+from keras_sasa import _validation as check
 from keras_sasa.layers import LocalSelfAttention2D
 from keras_sasa.ops.window_attention import IMPLEMENTATIONS
 
@@ -56,15 +57,8 @@ def with_implementation(model, implementation="unrolled"):
     >>> exportable = keras_sasa.export.with_implementation(fast, "unrolled")
     """
     if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"Expected argument `model` to be a keras.Model. Received model={model!r} "
-            f"of type {type(model).__name__}"
-        )
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"Invalid value for argument `implementation`. Expected one of {IMPLEMENTATIONS}. "
-            f"Received implementation={implementation!r}"
-        )
+        raise check.error("model", model, "Expected a keras.Model", TypeError)
+    check.one_of("implementation", implementation, IMPLEMENTATIONS)
 
     def clone_layer(layer):
         config = layer.get_config()
@@ -147,10 +141,11 @@ def to_onnx(model, path, implementation="auto", opset=None):
             one that exports.
     """
     if implementation not in (None, "auto", "blocked", "unrolled"):
-        raise ValueError(
-            "Invalid value for argument `implementation`. Expected 'auto', 'blocked', "
-            "'unrolled' or None (the reference does not run in ONNX Runtime). Received "
-            f"implementation={implementation!r}"
+        raise check.error(
+            "implementation",
+            implementation,
+            "Expected 'auto', 'blocked', 'unrolled' or None (the reference does not run in "
+            "ONNX Runtime)",
         )
     require_onnx()
     _check_fixed_image_size(model, "ONNX")

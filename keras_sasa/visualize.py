@@ -20,6 +20,7 @@ import keras
 import matplotlib
 import numpy as np
 
+from keras_sasa import _validation as check
 from keras_sasa.layers import LocalSelfAttention2D
 
 matplotlib.use("Agg")
@@ -206,9 +207,10 @@ def _window_on_grid(scores, dilation, pixel, image_shape):
     height, width, num_heads, k, _ = scores.shape
     row, col = (int(p) for p in pixel)
     if not (0 <= row < image_shape[0] and 0 <= col < image_shape[1]):
-        raise ValueError(
-            f"Invalid value for argument `pixel`: it must lie inside the "
-            f"{image_shape[0]}x{image_shape[1]} image. Received pixel={tuple(pixel)}"
+        raise check.error(
+            "pixel",
+            tuple(pixel),
+            f"Expected a pixel of the {image_shape[0]}x{image_shape[1]} image",
         )
     i, j = row * height // image_shape[0], col * width // image_shape[1]
     maps = np.zeros((num_heads, height, width), "float32")
@@ -304,20 +306,18 @@ def plot_attention_grid(model, image, layer_name=None, grid=4):
     Returns:
         A matplotlib `Figure` with `grid * grid` axes, row-major over the query pixels.
     """
-    if not isinstance(grid, int) or grid < 1:
-        raise ValueError(
-            f"Invalid value for argument `grid`. Expected a positive integer. Received grid={grid}"
-        )
+    check.positive_int("grid", grid, type_error=ValueError)
     image_shape = np.shape(image)[:2]
     scores, dilation = _scores(model, image, layer_name)
     # One query per feature pixel at most: a finer grid repeats panels (and 50 x 50
     # panels take minutes to draw).
     side = min(scores.shape[:2])
     if grid > side:
-        raise ValueError(
-            f"Invalid value for argument `grid`: at most {side}, the side of the "
-            f"{scores.shape[0]}x{scores.shape[1]} feature map the attention layer works on. "
-            f"Received grid={grid}"
+        raise check.error(
+            "grid",
+            grid,
+            f"Expected at most {side}, the side of the {scores.shape[0]}x{scores.shape[1]} "
+            "feature map the attention layer works on",
         )
     rows = [int((r + 0.5) * image_shape[0] / grid) for r in range(grid)]
     cols = [int((c + 0.5) * image_shape[1] / grid) for c in range(grid)]

@@ -58,7 +58,7 @@ def max_weight_difference(weights, other):
 
 
 def test_unknown_strategy_name_raises_listing_the_names():
-    with pytest.raises(ValueError, match="'multi_worker', 'tpu'. Received: name='gpu'"):
+    with pytest.raises(ValueError, match=r"'multi_worker', 'tpu'\). Received: name='gpu'"):
         distribute.get_strategy("gpu")
 
 

@@ -78,9 +78,10 @@ import sys, keras_sasa
 assert "keras_sasa.training" not in sys.modules and "keras_tuner" not in sys.modules
 from keras_sasa import tuning
 print(keras_sasa.training.TrainConfig.__name__, tuning.SearchSpace.__name__,
+      "keras_tuner" in sys.modules, tuning.SASAHyperModel.__name__, "keras_tuner" in sys.modules,
       keras_sasa.data.load_dataset.__name__, keras_sasa.export.to_onnx.__name__,
       keras_sasa.distribute.__name__, keras_sasa.LocalSelfAttention2D.__name__,
-      "keras_tuner" in sys.modules, sorted(set(keras_sasa.__all__) - set(dir(keras_sasa))))
+      sorted(set(keras_sasa.__all__) - set(dir(keras_sasa))))
 try:
     keras_sasa.no_such_name
 except AttributeError as error:
@@ -89,8 +90,9 @@ except AttributeError as error:
     done = run(["-c", code], "jax")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        "TrainConfig SearchSpace load_dataset to_onnx keras_sasa.distribute "
-        "LocalSelfAttention2D True []",
+        # The search space needs no keras-tuner; the hypermodel does.
+        "TrainConfig SearchSpace False SASAHyperModel True load_dataset to_onnx "
+        "keras_sasa.distribute LocalSelfAttention2D []",
         "module 'keras_sasa' has no attribute 'no_such_name'",
     ]
 

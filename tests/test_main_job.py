@@ -10,6 +10,7 @@ import pytest
 from keras_sasa import data
 from keras_sasa import training
 from keras_sasa.training import run as run_module
+from keras_sasa.training import seeds as seeds_module
 
 TINY = dict(base_width=4, num_heads=2, kernel_size=3)
 
@@ -37,7 +38,7 @@ def _fake_run(seed, accuracy, train_accuracy, rate, baseline=None):
 
 def test_seed_summary_is_the_mean_and_sample_standard_deviation():
     runs = [_fake_run(0, 0.90, 0.99, 100.0), _fake_run(1, 0.94, 1.0, 300.0)]
-    summary = run_module.summarize(runs)
+    summary = seeds_module.summarize(runs)
     assert summary["test_accuracy"]["mean"] == pytest.approx(0.92)
     # Sample standard deviation of (0.90, 0.94): 0.02 * sqrt(2).
     assert summary["test_accuracy"]["std"] == pytest.approx(0.028284271, rel=1e-6)
@@ -45,7 +46,7 @@ def test_seed_summary_is_the_mean_and_sample_standard_deviation():
     assert summary["final_train_accuracy"]["mean"] == pytest.approx(0.995)
     assert summary["train_images_per_second"]["mean"] == pytest.approx(200.0)
     assert summary["params"] == 1000
-    assert run_module.summarize(runs[:1])["test_accuracy"]["std"] == 0.0
+    assert seeds_module.summarize(runs[:1])["test_accuracy"]["std"] == 0.0
 
 
 def test_seed_table_shows_mean_and_std_of_both_models():
@@ -58,8 +59,8 @@ def test_seed_table_shows_mean_and_std_of_both_models():
         "seeds": [0, 1],
         "runs": runs,
         "summary": {
-            "model": run_module.summarize(runs),
-            "baseline": run_module.summarize(baselines),
+            "model": seeds_module.summarize(runs),
+            "baseline": seeds_module.summarize(baselines),
         },
     }
     table = training.format_seed_results(results)
@@ -72,7 +73,7 @@ def test_seed_table_shows_mean_and_std_of_both_models():
 @pytest.mark.parametrize("seeds", [(), (0, 0), ("0",), (True,)])
 def test_bad_seeds_are_refused_naming_the_argument(seeds):
     with pytest.raises((ValueError, TypeError), match="`seeds`"):
-        run_module.check_seeds(seeds)
+        seeds_module.check_seeds(seeds)
 
 
 def test_seeds_train_in_their_own_directories_and_are_summarised(digits_dir, tmp_path):

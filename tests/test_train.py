@@ -21,6 +21,7 @@ from keras_sasa import data
 from keras_sasa import training
 from keras_sasa.training import callbacks as run_callbacks
 from keras_sasa.training import recipe
+from keras_sasa.training import run_files
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(base_width=4, num_heads=2, kernel_size=3)
@@ -52,7 +53,7 @@ def compared_run(digits_dir, tmp_path_factory):
 
 
 def history_epochs(path):
-    return [int(row["epoch"]) for row in run_callbacks.read_history(path)]
+    return [int(row["epoch"]) for row in run_files.read_history(path)]
 
 
 def run_cli(args, timeout=SUBPROCESS_TIMEOUT_S, **kwargs):
@@ -179,7 +180,7 @@ def test_results_json_holds_the_models_numbers(compared_run):
 
 def test_history_has_one_row_per_epoch_with_metrics(compared_run):
     config, _, _ = compared_run
-    rows = run_callbacks.read_history(os.path.join(config.output_dir, "history.csv"))
+    rows = run_files.read_history(os.path.join(config.output_dir, "history.csv"))
     assert [int(row["epoch"]) for row in rows] == [0, 1]
     for column in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
         assert all(np.isfinite(float(row[column])) for row in rows), column
@@ -269,7 +270,7 @@ def test_history_logger_drops_rows_of_epochs_to_be_trained_again_and_partial_lin
     logger.on_epoch_end(2, {"loss": 0.7})
     logger.on_train_end()
     assert history_epochs(path) == [0, 1, 2]
-    assert [row["loss"] for row in run_callbacks.read_history(path)] == ["1.0", "0.9", "0.7"]
+    assert [row["loss"] for row in run_files.read_history(path)] == ["1.0", "0.9", "0.7"]
 
 
 def test_backup_files_are_replaced_atomically(tmp_path, monkeypatch):
@@ -307,14 +308,14 @@ def test_a_run_stopped_after_training_only_evaluates_and_saves_when_started_agai
         **TINY,
         **SLICES,
     )
-    write_json = run.run_callbacks.write_json_atomically
+    write_json = run.run_files.write_json_atomically
 
     def stop_at_results(path, value):
         if path.endswith("results.json"):
             raise KeyboardInterrupt  # Stopped between fit and the results.
         write_json(path, value)
 
-    monkeypatch.setattr(run.run_callbacks, "write_json_atomically", stop_at_results)
+    monkeypatch.setattr(run.run_files, "write_json_atomically", stop_at_results)
     with pytest.raises(KeyboardInterrupt):
         training.train(config)
     monkeypatch.undo()
@@ -376,14 +377,14 @@ def test_summary_prints_the_paper_table(monkeypatch, capsys):
     "args, message",
     [
         (["--dataset", "cifar1O"], "Unknown data set 'cifar1O'. Did you mean one of: cifar10"),
-        (["--model", "resnet26"], "Unknown model 'resnet26'. Expected one of: sasa_resnet26,"),
+        (["--model", "resnet26"], "`model`. Expected one of ('sasa_resnet26',"),
         (["--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
         (["--batch-size", "-8"], "argument --batch-size: expected a positive integer, got -8"),
         (["--stem", "attention"], "the input is too small"),
-        (["--attention-stages", "1,5"], "expected group numbers 1..4"),
+        (["--attention-stages", "1,5"], "1..4. Received: attention_stages=(1, 5)"),
         (["--seeds", "0,0"], "argument --seeds: expected distinct integers"),
         (["--seeds", "a,b"], "argument --seeds: expected integers like 0,1,2, got 'a,b'"),
-        (["--validation-split", "1.5"], "Invalid value for `validation_split`"),
+        (["--validation-split", "1.5"], "`validation_split`. Expected a value in [0.01, 0.99]"),
         (["--validation-split", "x"], "argument --validation-split: expected a number"),
         (["--validation-split", "0.2", "--train-split", "train[:50%]"], "is already a slice"),
     ],
@@ -454,16 +455,14 @@ def test_ema_is_seen_through_the_loss_scale_optimizer_of_mixed_float16():
 
 
 def test_a_run_whose_steps_were_all_skipped_by_loss_scaling_is_refused():
-    from keras_sasa.training import run
-
     config = training.TrainConfig(epochs=2, mixed_precision="mixed_float16")
     optimizer = keras.optimizers.LossScaleOptimizer(recipe.make_optimizer(0.1))
     optimizer.build([keras.Variable(np.zeros(3, "float32"))])
     with pytest.raises(ValueError, match="none of the 8 training steps was taken"):
-        run.check_steps_taken(optimizer, config, 4, "D")
+        recipe.check_steps_taken(optimizer, config, 4, "D")
     optimizer.iterations.assign(5)
     messages = []
-    run.check_steps_taken(optimizer, config, 4, "D", log=messages.append)
+    recipe.check_steps_taken(optimizer, config, 4, "D", log=messages.append)
     assert messages and "3 of 8 training steps were skipped" in messages[0]
 
 
@@ -483,7 +482,7 @@ def test_mixed_precision_runs_validate_with_the_ema_weights(policy, digits_dir, 
     )
     messages = []
     results = training.train(config, log=messages.append)
-    rows = run_callbacks.read_history(os.path.join(config.output_dir, "history.csv"))
+    rows = run_files.read_history(os.path.join(config.output_dir, "history.csv"))
     for column in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
         assert all(np.isfinite(float(row[column])) for row in rows), column
     # The last validation is that of the EMA weights, which the final evaluation uses.
@@ -510,7 +509,7 @@ def stopped_run(digits_dir, tmp_path_factory):
     from keras_sasa.training import run
 
     output_dir = str(tmp_path_factory.mktemp("stopped") / "run")
-    write_json = run.run_callbacks.write_json_atomically
+    write_json = run.run_files.write_json_atomically
 
     def stop_at_results(path, value):
         if path.endswith("results.json"):
@@ -518,7 +517,7 @@ def stopped_run(digits_dir, tmp_path_factory):
         write_json(path, value)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(run.run_callbacks, "write_json_atomically", stop_at_results)
+        patch.setattr(run.run_files, "write_json_atomically", stop_at_results)
         argv = ["train", "--data-dir", digits_dir, "--output-dir", output_dir, *CONV_ARGS]
         assert cli.main(argv) == 130
     assert run_callbacks.backup_epoch(os.path.join(output_dir, "backup")) == 2
@@ -629,7 +628,7 @@ def test_a_data_dir_that_is_a_file_is_named(tmp_path):
     assert result.returncode == 2
     message = result.stderr.splitlines()[-1]
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [message]
-    assert f"Invalid value for `data_dir`: {str(regular_file)!r} is a file" in message
+    assert f"not a file. Received: data_dir={str(regular_file)!r}" in message
     assert "downloads" not in message
 
 
@@ -657,7 +656,7 @@ def test_a_run_killed_in_epoch_2_and_resumed_ends_as_the_uninterrupted_run(digit
             results.append(json.load(f))
     assert results[1]["test_loss"] == pytest.approx(results[0]["test_loss"], rel=1e-4)
     assert results[1]["test_accuracy"] == pytest.approx(results[0]["test_accuracy"])
-    rows = [run_callbacks.read_history(os.path.join(d, "history.csv")) for d in (whole, killed)]
+    rows = [run_files.read_history(os.path.join(d, "history.csv")) for d in (whole, killed)]
     losses = [[float(row["loss"]) for row in r] for r in rows]
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
     models = [keras.saving.load_model(os.path.join(d, "model.keras")) for d in (whole, killed)]

@@ -124,8 +124,8 @@ def test_one_value_fixes_a_hyperparameter():
 @pytest.mark.parametrize(
     "arguments, error, message",
     [
-        (dict(kernel_size=()), ValueError, "`kernel_size`: expected at least one value"),
-        (dict(kernel_size=(3, 4)), ValueError, "got kernel_size=(3, 4)"),
+        (dict(kernel_size=()), ValueError, "Expected at least one value. Received: kernel_size=()"),
+        (dict(kernel_size=(3, 4)), ValueError, "Expected odd sizes"),
         (dict(kernel_size="3"), TypeError, "`kernel_size`"),
         (dict(num_heads=(0,)), ValueError, "num_heads=(0,)"),
         (dict(num_heads=3), ValueError, "3 does not divide 16"),
@@ -133,11 +133,11 @@ def test_one_value_fixes_a_hyperparameter():
         (dict(attention_stages=[(1, 5)]), ValueError, "attention_stages=[(1, 5)]"),
         (dict(use_relative_position="on"), TypeError, "use_relative_position='on'"),
         (dict(learning_rate=(0.1, 0.01)), ValueError, "inverted (min > max)"),
-        (dict(learning_rate=()), ValueError, "`learning_rate`: the range is empty"),
-        (dict(learning_rate=(0.0, 0.1)), ValueError, "expected values > 0"),
-        (dict(weight_decay=(-1e-4, 0.0)), ValueError, "expected values >= 0"),
-        (dict(label_smoothing=(0.0, 1.0)), ValueError, "expected values < 1"),
-        (dict(label_smoothing=(0.0, float("nan"))), ValueError, "expected finite numbers"),
+        (dict(learning_rate=()), ValueError, "Expected (min, max); the range is empty"),
+        (dict(learning_rate=(0.0, 0.1)), ValueError, "> 0. Received: learning_rate=(0.0, 0.1)"),
+        (dict(weight_decay=(-1e-4, 0.0)), ValueError, "Expected values >= 0"),
+        (dict(label_smoothing=(0.0, 1.0)), ValueError, "Expected values < 1"),
+        (dict(label_smoothing=(0.0, float("nan"))), ValueError, "Expected finite numbers"),
     ],
 )
 def test_bad_search_space_raises_naming_the_argument_and_value(arguments, error, message):
@@ -149,9 +149,9 @@ def test_bad_search_space_raises_naming_the_argument_and_value(arguments, error,
 @pytest.mark.parametrize(
     "split, error, message",
     [
-        (0.0, ValueError, "got 0.0"),
-        (1.0, ValueError, "got 1.0"),
-        ("0.2", TypeError, "got '0.2'"),
+        (0.0, ValueError, "Received: validation_split=0.0"),
+        (1.0, ValueError, "Received: validation_split=1.0"),
+        ("0.2", TypeError, "Received: validation_split='0.2'"),
     ],
 )
 def test_bad_validation_split_raises_naming_it(split, error, message, digits_dir):
@@ -175,11 +175,11 @@ def test_a_stem_too_large_for_the_images_is_refused_before_searching(digits_dir)
 @pytest.mark.parametrize(
     "arguments, error, message",
     [
-        (dict(tuner="grid"), ValueError, "`tuner`: expected one of random, hyperband, bayesian"),
-        (dict(max_trials=0), ValueError, "got max_trials=0"),
+        (dict(tuner="grid"), ValueError, "Expected one of ('random', 'hyperband', 'bayesian')"),
+        (dict(max_trials=0), ValueError, "Received: max_trials=0"),
         (dict(max_trials=2.5), TypeError, "`max_trials`"),
-        (dict(epochs=0), ValueError, "got epochs=0"),
-        (dict(hyperband_factor=1), ValueError, "got hyperband_factor=1"),
+        (dict(epochs=0), ValueError, "Received: epochs=0"),
+        (dict(hyperband_factor=1), ValueError, "Received: hyperband_factor=1"),
     ],
 )
 def test_bad_search_arguments_raise_before_anything_is_written(arguments, error, message, tmp_path):
@@ -196,9 +196,9 @@ def test_bad_search_arguments_raise_before_anything_is_written(arguments, error,
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--tuner", "grid"], "Invalid value for `tuner`"),
-        (["--max-trials", "0"], "got max_trials=0"),
-        (["--kernel-sizes", "3,4"], "got kernel_size=(3, 4)"),
+        (["--tuner", "grid"], "Invalid value for argument `tuner`"),
+        (["--max-trials", "0"], "Received: max_trials=0"),
+        (["--kernel-sizes", "3,4"], "Received: kernel_size=(3, 4)"),
         (["--kernel-sizes", "three"], "Invalid value for --kernel-sizes: cannot read 'three'"),
         (["--learning-rate", "0.1:0.001"], "the range is inverted"),
         (["--weight-decay", "1:2:3"], "expected MIN:MAX or a number"),

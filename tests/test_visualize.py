@@ -248,8 +248,8 @@ def test_attention_map_grid_is_bounded_by_the_feature_map(model_file, tmp_path):
     result, errors = run_cli([*argv, "--layer", "attn2", "--grid", "50"])
     assert result.returncode == 2 and not output.exists()
     assert errors == [
-        "error: Invalid value for argument `grid`: at most 6, the side of the 6x6 feature map "
-        "the attention layer works on. Received grid=50"
+        "error: Invalid value for argument `grid`. Expected at most 6, the side of the 6x6 "
+        "feature map the attention layer works on. Received: grid=50"
     ]
     # The largest grid: one query per feature pixel.
     figure = visualize.plot_attention_grid(small_model(), image(), "attn2", grid=6)

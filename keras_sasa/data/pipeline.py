@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from keras_sasa import _validation as check
 from keras_sasa.data import augment
 from keras_sasa.data import catalog
 
@@ -113,17 +114,12 @@ def load_dataset(
             image classification, or a non-positive `batch_size`, `image_size` or
             `shuffle_buffer`.
     """
-    _check_positive_int("batch_size", batch_size)
-    if image_size is not None:
-        _check_positive_int("image_size", image_size)
-    if shuffle_buffer is not None:
-        _check_positive_int("shuffle_buffer", shuffle_buffer)
+    check.positive_int("batch_size", batch_size, type_error=ValueError)
+    for argument, value in (("image_size", image_size), ("shuffle_buffer", shuffle_buffer)):
+        if value is not None:
+            check.positive_int(argument, value, type_error=ValueError)
     if initial_epoch is not None:
-        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral):
-            raise TypeError(
-                "Invalid type for argument `initial_epoch`. Expected an integer. "
-                f"Received: initial_epoch={initial_epoch!r}"
-            )
+        check.integer("initial_epoch", initial_epoch)
         if not isinstance(epochs, numbers.Integral) or not 0 <= initial_epoch < epochs:
             raise ValueError(
                 "Invalid value for argument `initial_epoch`: expected 0 <= initial_epoch < "
@@ -301,11 +297,3 @@ def _fits_in_memory(num_examples, image_shape):
     if num_examples < 0 or None in image_shape:
         return False
     return num_examples * int(np.prod(image_shape)) <= CACHE_LIMIT_BYTES
-
-
-def _check_positive_int(argument, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected a strictly positive "
-            f"integer. Received: {argument}={value!r}"
-        )

@@ -19,7 +19,7 @@ import keras
 from keras import ops
 
 from keras_sasa.layers import _pooling
-from keras_sasa.layers import _validation as check
+from keras_sasa import _validation as check
 from keras_sasa.ops._common import MASKED
 from keras_sasa.ops._common import softmax_last
 

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from keras_sasa.layers import _pooling
-from keras_sasa.layers import _validation as check
+from keras_sasa import _validation as check
 from keras_sasa.ops import window_attention as attention_ops
 
 

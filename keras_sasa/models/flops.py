@@ -11,6 +11,7 @@ import math
 
 import keras
 
+from keras_sasa import _validation as check
 from keras_sasa.layers.attention_stem import AttentionStem2D
 from keras_sasa.layers.local_attention import LocalSelfAttention2D
 
@@ -117,8 +118,5 @@ def count_flops(model):
         An `int`: FLOPs for one image (the batch dimension is ignored).
     """
     if not isinstance(model, keras.Model):
-        raise TypeError(
-            "Invalid type for argument `model`. Expected a keras.Model. "
-            f"Received model={model!r} of type {type(model).__name__}"
-        )
+        raise check.error("model", model, "Expected a keras.Model", TypeError)
     return int(sum(_layer_flops(layer) for layer in model.layers))

@@ -12,7 +12,7 @@ import os
 
 import keras
 
-from keras_sasa.layers import _validation as check
+from keras_sasa import _validation as check
 from keras_sasa.layers.attention_stem import AttentionStem2D
 from keras_sasa.layers.local_attention import LocalSelfAttention2D
 
@@ -98,23 +98,6 @@ def _window_size(x, kernel_size, border, **_):
     return min(kernel_size, 2 * max(sides) - 1)
 
 
-def _check_attention_stages(attention_stages, num_groups):
-    try:
-        stages = tuple(attention_stages)
-    except TypeError:
-        raise TypeError(
-            "Invalid type for argument `attention_stages`. Expected a sequence of group "
-            f"numbers. Received attention_stages={attention_stages!r}"
-        ) from None
-    for group in stages:
-        if isinstance(group, bool) or not isinstance(group, int) or not 1 <= group <= num_groups:
-            raise ValueError(
-                "Invalid value for argument `attention_stages`. Expected group numbers in "
-                f"1..{num_groups}. Received attention_stages={attention_stages!r}"
-            )
-    return tuple(sorted(set(stages)))
-
-
 def _check_weights(weights):
     if weights is None:
         return None
@@ -123,7 +106,7 @@ def _check_weights(weights):
     raise ValueError(
         "Invalid value for argument `weights`. Expected None (random initialization) or "
         "the path to an existing weights file; there are no pretrained weights to "
-        f"download. Received weights={weights!r}"
+        f"download. Received: weights={weights!r}"
     )
 
 
@@ -137,14 +120,14 @@ def _input_shape(input_shape, input_tensor, include_top, stem, min_size):
     if len(shape) != 3 or shape[-1] is None:
         raise ValueError(
             "Invalid value for argument `input_shape`. Expected (height, width, channels) "
-            f"with known channels. Received input_shape={input_shape!r}"
+            f"with known channels. Received: input_shape={input_shape!r}"
         )
     for size in shape[:2]:
         if size is not None and size < min_size:
             raise ValueError(
                 f"Invalid value for argument `input_shape`: the input is too small. The "
                 f"{stem!r} stem and the groups downsample by {min_size}, so height and "
-                f"width must be at least {min_size}. Received input_shape={input_shape!r}"
+                f"width must be at least {min_size}. Received: input_shape={input_shape!r}"
             )
     return shape
 
@@ -226,7 +209,7 @@ def SASAResNet(
     if not len(stackwise_num_filters) == len(stackwise_strides) == num_groups:
         raise ValueError(
             "`stackwise_num_blocks`, `stackwise_num_filters` and `stackwise_strides` must "
-            f"have one entry per group. Received stackwise_num_blocks={stackwise_num_blocks}"
+            f"have one entry per group. Received: stackwise_num_blocks={stackwise_num_blocks}"
             f", stackwise_num_filters={stackwise_num_filters}, "
             f"stackwise_strides={stackwise_strides}"
         )
@@ -236,7 +219,7 @@ def SASAResNet(
     kernel_size = check.odd_kernel_size("kernel_size", kernel_size)
     if attention_stages is None:
         attention_stages = range(1, num_groups + 1)
-    attention_stages = _check_attention_stages(attention_stages, num_groups)
+    attention_stages = check.attention_stages(attention_stages, num_groups)
     pooling = check.one_of("pooling", pooling, POOLINGS)
     include_top = check.boolean("include_top", include_top)
     if include_top:

@@ -4,6 +4,8 @@ import math
 
 from keras import ops
 
+from keras_sasa import _validation as check
+
 BORDER_MODES = ("mask", "zeros")
 
 # Added to the logits of positions that take no part in the softmax. Logits are always
@@ -12,21 +14,9 @@ MASKED = -1e9
 
 
 def check_args(kernel_size, dilation_rate, border):
-    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(
-            "Invalid value for argument `kernel_size`. Expected a positive odd integer. "
-            f"Received kernel_size={kernel_size}"
-        )
-    if not isinstance(dilation_rate, int) or dilation_rate < 1:
-        raise ValueError(
-            "Invalid value for argument `dilation_rate`. Expected an integer >= 1. "
-            f"Received dilation_rate={dilation_rate}"
-        )
-    if border not in BORDER_MODES:
-        raise ValueError(
-            f"Invalid value for argument `border`. Expected one of {BORDER_MODES}. "
-            f"Received border={border!r}"
-        )
+    check.odd_kernel_size("kernel_size", kernel_size, type_error=ValueError)
+    check.positive_int("dilation_rate", dilation_rate, type_error=ValueError)
+    check.one_of("border", border, BORDER_MODES)
 
 
 def logit_scale(scale, key_dim):

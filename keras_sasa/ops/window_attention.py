@@ -29,6 +29,7 @@ Three exact implementations:
   implementation.
 """
 
+from keras_sasa import _validation as check
 from keras_sasa.ops._common import BORDER_MODES
 from keras_sasa.ops.blocked import default_block_size
 from keras_sasa.ops.blocked import local_attention_blocked
@@ -76,11 +77,7 @@ def local_attention(
     run the unrolled implementation, and the output returned beside the weights comes from
     the same computation as the weights.
     """
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"Invalid value for argument `implementation`. Expected one of {IMPLEMENTATIONS}. "
-            f"Received implementation={implementation!r}"
-        )
+    check.one_of("implementation", implementation, IMPLEMENTATIONS)
     if implementation == "reference":
         fn = local_attention_reference
     elif implementation == "unrolled" or return_attention_scores:

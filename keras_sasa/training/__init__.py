@@ -8,32 +8,29 @@
 - `make_datasets`, `build_model`, `compile_model`: the pieces `train` uses, for other
   drivers (e.g. a keras-tuner `HyperModel`) to reuse the same pipelines and recipe.
 - `recipe`: the optimizer, learning rate schedule, loss and metrics.
+
+Names are imported from their modules when first used: `keras_sasa.training.config`,
+which the command line reads before Keras starts, imports no Keras.
 """
 
-from keras_sasa.training import recipe
-from keras_sasa.training.config import TrainConfig
-from keras_sasa.training.config import baseline
-from keras_sasa.training.config import resolve
-from keras_sasa.training.report import format_results
-from keras_sasa.training.report import format_seed_results
-from keras_sasa.training.run import build_model
-from keras_sasa.training.run import compile_model
-from keras_sasa.training.run import make_datasets
-from keras_sasa.training.run import train
-from keras_sasa.training.run import train_seeds
-from keras_sasa.training.run import with_run_length
+from keras_sasa import _lazy
 
-__all__ = [
-    "TrainConfig",
-    "baseline",
-    "build_model",
-    "compile_model",
-    "format_results",
-    "format_seed_results",
-    "make_datasets",
-    "recipe",
-    "resolve",
-    "train",
-    "train_seeds",
-    "with_run_length",
-]
+# Public name -> the module of this package that defines it.
+_NAMES = {
+    "TrainConfig": "config",
+    "baseline": "config",
+    "resolve": "config",
+    "format_results": "report",
+    "format_seed_results": "report",
+    "build_model": "run",
+    "compile_model": "run",
+    "make_datasets": "run",
+    "train": "run",
+    "with_run_length": "run",
+    "train_seeds": "seeds",
+}
+_MODULES = ("callbacks", "config", "recipe", "report", "run", "run_files", "seeds")
+
+__getattr__, __dir__ = _lazy.attributes(__name__, _NAMES, _MODULES)
+
+__all__ = sorted([*_NAMES, "recipe"])

@@ -14,54 +14,15 @@ Keras' `BackupAndRestore` and `CSVLogger(append=True)` almost do it; what they m
   last line), so each finished epoch has exactly one row.
 """
 
-import csv
-import io
 import json
 import os
 import time
 
 import keras
 
-
-def replace_atomically(path, write):
-    """Calls `write(temporary_path)`, then renames the temporary file to `path`.
-
-    A reader (or a restart after a kill) sees the old file or the new one, never a part.
-    The temporary name keeps `path`'s suffix (Keras checks `.weights.h5` and `.keras`).
-    """
-    directory, name = os.path.split(path)
-    temporary = os.path.join(directory, f".partial-{os.getpid()}-{name}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def write_json_atomically(path, value):
-    def write(temporary):
-        with open(temporary, "w") as f:
-            json.dump(value, f, indent=2, sort_keys=True)
-            f.write("\n")
-
-    replace_atomically(path, write)
-
-
-def read_json(path, start_over="start over"):
-    """The JSON value in `path`, or None if there is no such file.
-
-    Raises:
-        ValueError: the file is not JSON; the message names it and says to delete it to
-            `start_over`.
-    """
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-    except ValueError as error:
-        raise ValueError(f"Cannot read {path}: {error}. Delete it to {start_over}.") from None
+from keras_sasa.training.run_files import read_history
+from keras_sasa.training.run_files import replace_atomically
+from keras_sasa.training.run_files import write_json_atomically
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -200,20 +161,6 @@ def backup_epoch(backup_dir):
             return int(json.load(f)["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0
-
-
-def read_history(path):
-    """The complete rows of a history CSV written by `EpochCSVLogger`, as dicts.
-
-    A last line without its newline (a kill while writing it) is not a row.
-    """
-    try:
-        with open(path, newline="") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return []
-    complete = text[: text.rfind("\n") + 1]
-    return list(csv.DictReader(io.StringIO(complete, newline="")))
 
 
 class EpochCSVLogger(keras.callbacks.CSVLogger):

@@ -10,25 +10,26 @@ Fields left at None are chosen by `resolve` once the data set is known:
   attention" of Table 1), 2 heads, and a narrow, short run, so that the default command
   finishes in a few minutes on two CPU cores (`SMALL_IMAGE_DEFAULTS`, chosen by the
   search in `benchmarks/results/digits_search/`).
+
+Each field's metadata also holds the bounds `check` applies and the `train` command's
+flag (group, help, choices): `keras_sasa.cli` builds the flags from the fields, before
+Keras starts, so this module imports the model and data modules only where it uses them.
 """
 
 import dataclasses
-import numbers
 import os
 import re
 from typing import Optional, Tuple, Union
 
-from keras_sasa.data import augment
-from keras_sasa.models import MODELS
-from keras_sasa.models.resnet import STEMS
+from keras_sasa import _validation as validation
 from keras_sasa.training import recipe
 
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 
-# The paper's ImageNet settings, at a global batch of 256 (learning rate 0.1).
+# The paper's ImageNet settings, at a global batch of 256 (learning rate 0.1), and its
+# 224 x 224 input (`keras_sasa.data.augment.DEFAULT_LARGE_IMAGE_SIZE`).
 LARGE_IMAGE_DEFAULTS = {
-    "image_size": augment.DEFAULT_LARGE_IMAGE_SIZE,
     "stem": "attention",
     "kernel_size": 7,
     "base_width": 64,
@@ -65,6 +66,29 @@ _RUN_ONLY_FIELDS = (
     "compare_baseline",
     "verbose",
 )
+
+
+# The bounds of momenta and shares: [0, 1).
+_FRACTION = {"low": 0, "high": 1}
+
+
+def _defaults(name, paper=False):
+    """ "default: 8; 2 for small images": a field's help, from the defaults above."""
+    large, small = LARGE_IMAGE_DEFAULTS[name], SMALL_IMAGE_DEFAULTS[name]
+    text = f"default: {large}{' (paper)' if paper else ''}"
+    return text if large == small else f"{text}; {small} for small images"
+
+
+def _field(default, group=None, help=None, low=None, high=None, low_open=False, **flag):
+    """A `TrainConfig` field: its default, the bounds `check` holds a number to
+    ([low, high), or (low, high) with `low_open`), and its command line flag: a field
+    with a `group` is a flag of `train` in that group of the help, with this `help`, the
+    word that stands for None (`none_word`), and any other `flag` arguments of
+    `ArgumentParser.add_argument` (choices, metavar)."""
+    bounds = {"low": low, "high": high, "low_open": low_open} if low is not None else None
+    none_word = flag.pop("none_word", None)
+    metadata = {"group": group, "help": help, "bounds": bounds, "none_word": none_word}
+    return dataclasses.field(default=default, metadata={**metadata, "flag": flag})
 
 
 @dataclasses.dataclass
@@ -113,38 +137,125 @@ class TrainConfig:
             evaluation always uses the test split.
     """
 
-    dataset: str = "digits"
-    data_dir: Optional[str] = None
-    train_split: Optional[str] = None
-    test_split: Optional[str] = None
-    model: str = "sasa_resnet26"
-    stem: Optional[str] = None
-    attention_stages: Optional[Tuple[int, ...]] = None
-    kernel_size: Optional[int] = None
-    num_heads: Optional[int] = None
-    base_width: Optional[int] = None
+    dataset: str = _field(
+        "digits",
+        "data",
+        "'digits' or a TFDS image classification data set (default: digits, needs no download)",
+    )
+    data_dir: Optional[str] = _field(None, "data", "TFDS data directory (default: TFDS's)")
+    train_split: Optional[str] = _field(
+        None,
+        "data",
+        "TFDS split to train on, slices allowed (e.g. 'train[:256]'; default: the training split)",
+    )
+    test_split: Optional[str] = _field(
+        None, "data", "TFDS split to evaluate on (default: the labelled test or validation split)"
+    )
+    model: str = _field(
+        "sasa_resnet26", "model", "sasa_resnet26|38|50|101|152 (default: sasa_resnet26)"
+    )
+    stem: Optional[str] = _field(
+        None,
+        "model",
+        "auto|attention|conv|attention_small|conv_small (default: auto: "
+        f"{LARGE_IMAGE_DEFAULTS['stem']}, or {SMALL_IMAGE_DEFAULTS['stem']} for images <= 64 "
+        "pixels)",
+        none_word="auto",
+    )
+    attention_stages: Optional[Tuple[int, ...]] = _field(
+        None,
+        "model",
+        "groups using attention, e.g. 2,3,4 or none (default: 1,2,3,4)",
+        metavar="GROUPS",
+    )
+    kernel_size: Optional[int] = _field(
+        None, "model", f"spatial extent k of the attention ({_defaults('kernel_size')})", low=1
+    )
+    num_heads: Optional[int] = _field(
+        None, "model", f"attention heads ({_defaults('num_heads')})", low=1
+    )
+    base_width: Optional[int] = _field(
+        None, "model", f"width of the stem and group 1 ({_defaults('base_width')})", low=1
+    )
     use_relative_position: bool = True
-    image_size: Optional[int] = None
-    epochs: Optional[int] = None
-    batch_size: Optional[int] = None
-    learning_rate: Optional[float] = None
-    warmup_epochs: Optional[float] = None
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    momentum: float = recipe.MOMENTUM
-    ema: bool = True
-    ema_momentum: Optional[float] = None
-    batch_norm_momentum: Optional[float] = None
-    output_dir: Optional[str] = None
-    seed: int = 0
-    mixed_precision: str = "none"
-    jit_compile: Union[bool, str] = "auto"
-    steps_per_execution: Union[int, str] = "auto"
-    strategy: str = "auto"
-    tpu: Optional[str] = None
-    compare_baseline: bool = False
+    image_size: Optional[int] = _field(
+        None,
+        "data",
+        "side of the model input (default: native for images <= 64 pixels, else 224)",
+        low=1,
+    )
+    epochs: Optional[int] = _field(None, "recipe", _defaults("epochs", paper=True), low=1)
+    batch_size: Optional[int] = _field(
+        None, "recipe", f"global batch size ({_defaults('batch_size')})", low=1
+    )
+    learning_rate: Optional[float] = _field(
+        None,
+        "recipe",
+        f"peak learning rate (default: {recipe.BASE_LEARNING_RATE} x batch size / "
+        f"{recipe.BASE_BATCH_SIZE})",
+        low=0,
+        low_open=True,
+    )
+    warmup_epochs: Optional[float] = _field(
+        None,
+        "recipe",
+        f"linear warm-up (default: {recipe.PAPER_WARMUP_EPOCHS}/{recipe.PAPER_EPOCHS} of the "
+        "epochs, as in the paper)",
+        low=0,
+    )
+    weight_decay: float = _field(0.0, "recipe", "decoupled weight decay of SGD (default: 0)", low=0)
+    label_smoothing: float = _field(0.0, "recipe", "label smoothing (default: 0)", **_FRACTION)
+    momentum: float = _field(
+        recipe.MOMENTUM,
+        "recipe",
+        f"Nesterov momentum (default: {recipe.MOMENTUM})",
+        **_FRACTION,
+    )
+    ema: bool = _field(True, "recipe", "keep and evaluate an EMA of the weights (default: on)")
+    ema_momentum: Optional[float] = _field(
+        None,
+        "recipe",
+        f"EMA decay (default: {recipe.PAPER_EMA_MOMENTUM}, less for short runs)",
+        **_FRACTION,
+    )
+    batch_norm_momentum: Optional[float] = _field(
+        None,
+        "recipe",
+        "momentum of batch norm's moving statistics (default: "
+        f"{recipe.PAPER_EMA_MOMENTUM}, less for short runs)",
+        **_FRACTION,
+    )
+    output_dir: Optional[str] = _field(
+        None,
+        "run",
+        "results, history, logs, checkpoints, model (default: runs/<dataset>_<model>)",
+    )
+    seed: int = _field(0, "recipe", "default: 0")
+    mixed_precision: str = _field("none", "run", choices=MIXED_PRECISION)
+    jit_compile: Union[bool, str] = _field(
+        "auto", "run", "XLA (default: Keras' choice: on for GPUs, off on CPUs)"
+    )
+    steps_per_execution: Union[int, str] = _field(
+        "auto", "run", "training steps per compiled call (default: 1; 32 on TPUs)", low=1
+    )
+    strategy: str = _field(
+        "auto", "run", "tf.distribute strategy (default: auto)", choices=STRATEGIES
+    )
+    tpu: Optional[str] = _field(None, "run", "TPU name or grpc:// address ('local' on a TPU VM)")
+    compare_baseline: bool = _field(
+        False,
+        "run",
+        "also train the conv baseline of the same depth (in OUTPUT_DIR/baseline) and print "
+        "both side by side",
+    )
     verbose: Union[int, str] = "auto"
-    validation_split: Optional[float] = None
+    validation_split: Optional[float] = _field(
+        None,
+        "recipe",
+        "share of the training split held out for the per-epoch val_* columns, e.g. 0.1 "
+        "(default: none: val_* is computed on the test split)",
+        none_word="none",
+    )
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -162,102 +273,54 @@ class TrainConfig:
 
 
 def check(config):
-    """Raises ValueError for values no data set makes valid; names the field."""
+    """Raises ValueError (TypeError) for values no data set makes valid; names the field."""
+    # Imported here: this module is read by the command line before Keras starts.
+    from keras_sasa.models import MODELS
+    from keras_sasa.models.resnet import STEMS
+
     if config.data_dir is not None and os.path.isfile(config.data_dir):
         # TFDS would fail later on a path inside it ("Not a directory: '.../downloads'").
-        raise ValueError(
-            f"Invalid value for `data_dir`: {config.data_dir!r} is a file; expected a "
-            "directory (TFDS's data directory, created if missing)."
+        raise validation.error(
+            "data_dir",
+            config.data_dir,
+            "Expected a directory (TFDS's data directory, created if missing), not a file",
         )
-    if config.model not in MODELS:
-        raise ValueError(f"Unknown model {config.model!r}. Expected one of: {', '.join(MODELS)}.")
-    if config.stem is not None and config.stem not in STEMS:
-        raise ValueError(f"Unknown stem {config.stem!r}. Expected one of: {', '.join(STEMS)}.")
-    for name in ("epochs", "batch_size", "kernel_size", "num_heads", "base_width", "image_size"):
-        value = getattr(config, name)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise ValueError(
-                f"Invalid value for `{name}`: expected a positive integer, got {value!r}."
-            )
-    if config.learning_rate is not None and not config.learning_rate > 0:
-        raise ValueError(
-            f"Invalid value for `learning_rate`: expected > 0, got {config.learning_rate}."
-        )
-    if config.warmup_epochs is not None and not config.warmup_epochs >= 0:
-        raise ValueError(
-            f"Invalid value for `warmup_epochs`: expected >= 0, got {config.warmup_epochs}."
-        )
-    if not config.weight_decay >= 0:
-        raise ValueError(
-            f"Invalid value for `weight_decay`: expected >= 0, got {config.weight_decay}."
-        )
-    if not 0 <= config.label_smoothing < 1:
-        raise ValueError(
-            "Invalid value for `label_smoothing`: expected a value in [0, 1), got "
-            f"{config.label_smoothing}."
-        )
-    if not 0 <= config.momentum < 1:
-        raise ValueError(
-            f"Invalid value for `momentum`: expected a value in [0, 1), got {config.momentum}."
-        )
-    if config.ema_momentum is not None and not 0 <= config.ema_momentum < 1:
-        raise ValueError(
-            "Invalid value for `ema_momentum`: expected a value in [0, 1), got "
-            f"{config.ema_momentum}."
-        )
-    if config.batch_norm_momentum is not None and not 0 <= config.batch_norm_momentum < 1:
-        raise ValueError(
-            "Invalid value for `batch_norm_momentum`: expected a value in [0, 1), got "
-            f"{config.batch_norm_momentum}."
-        )
-    if not isinstance(config.use_relative_position, bool):
-        raise TypeError(
-            "Invalid type for `use_relative_position`: expected a bool, got "
-            f"{config.use_relative_position!r}."
-        )
-    if config.mixed_precision not in MIXED_PRECISION:
-        raise ValueError(
-            f"Invalid value for `mixed_precision`: expected one of {', '.join(MIXED_PRECISION)}, "
-            f"got {config.mixed_precision!r}."
-        )
-    if config.strategy not in STRATEGIES:
-        raise ValueError(
-            f"Invalid value for `strategy`: expected one of {', '.join(STRATEGIES)}, got "
-            f"{config.strategy!r}."
-        )
+    validation.one_of("model", config.model, tuple(MODELS))
+    if config.stem is not None:
+        validation.one_of("stem", config.stem, STEMS)
+    for field in dataclasses.fields(config):
+        value, bounds = getattr(config, field.name), field.metadata.get("bounds")
+        if bounds is None or value is None or value == "auto":
+            continue
+        if field.type in (Optional[int], int, Union[int, str]):
+            validation.positive_int(field.name, value, type_error=ValueError)
+        else:
+            validation.number(field.name, value, **bounds)
+    validation.boolean("use_relative_position", config.use_relative_position)
+    validation.one_of("mixed_precision", config.mixed_precision, MIXED_PRECISION)
+    validation.one_of("strategy", config.strategy, STRATEGIES)
     if config.validation_split is not None:
         check_validation_split(config.validation_split, config.train_split)
     if config.attention_stages is not None:
-        for group in config.attention_stages:
-            if isinstance(group, bool) or not isinstance(group, int) or not 1 <= group <= 4:
-                raise ValueError(
-                    "Invalid value for `attention_stages`: expected group numbers 1..4, got "
-                    f"{tuple(config.attention_stages)!r}."
-                )
+        validation.attention_stages(config.attention_stages)
     return config
 
 
 def check_validation_split(validation_split, train_split=None):
     """Raises ValueError (TypeError) unless `validation_split` can be carved out of
     `train_split` by TFDS's whole-percent slicing."""
-    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real):
-        raise TypeError(
-            "Invalid type for `validation_split`: expected a float in (0, 1) or None, "
-            f"got {validation_split!r}."
-        )
+    validation.number("validation_split", validation_split)
     # TFDS slices by whole percents: both parts must keep at least 1%.
     if not 0.005 <= validation_split < 0.995:
-        raise ValueError(
-            "Invalid value for `validation_split`: expected a value in [0.01, 0.99], "
-            f"got {validation_split}."
+        raise validation.error(
+            "validation_split", validation_split, "Expected a value in [0.01, 0.99]"
         )
     if train_split is not None and "[" in train_split:
-        raise ValueError(
-            "Invalid value for `validation_split`: the training split "
-            f"{train_split!r} is already a slice; choose both the training and the "
-            "validation splits instead."
+        raise validation.error(
+            "validation_split",
+            validation_split,
+            f"Expected none: the training split {train_split!r} is already a slice; choose "
+            "both the training and the validation splits instead",
         )
     return validation_split
 
@@ -271,6 +334,8 @@ def held_out_splits(train_split, validation_split):
 
 def is_small(image_size):
     """Inputs of at most 64 pixels get the small stems (no 4x downsampling)."""
+    from keras_sasa.data import augment
+
     return image_size <= augment.SMALL_IMAGE_MAX_SIDE
 
 
@@ -286,6 +351,8 @@ def resolve(config, info):
         `ema_momentum` and `batch_norm_momentum`, which depend on the steps per epoch
         (`keras_sasa.training.with_run_length` fills them in).
     """
+    from keras_sasa.data import augment
+
     check(config)
     height, width, _ = info.image_shape
     image_size = config.image_size
@@ -294,7 +361,7 @@ def resolve(config, info):
         if native is not None and is_small(native):
             image_size = native
         else:
-            image_size = LARGE_IMAGE_DEFAULTS["image_size"]
+            image_size = augment.DEFAULT_LARGE_IMAGE_SIZE
     small = is_small(image_size)
     defaults = SMALL_IMAGE_DEFAULTS if small else LARGE_IMAGE_DEFAULTS
 
@@ -332,9 +399,10 @@ def resolve(config, info):
         output_dir=config.output_dir or default_output_dir(config.dataset, config.model),
     )
     if resolved.warmup_epochs >= resolved.epochs:
-        raise ValueError(
-            f"Invalid value for `warmup_epochs`: the warm-up ({resolved.warmup_epochs} epochs) "
-            f"must be shorter than the training ({resolved.epochs} epochs)."
+        raise validation.error(
+            "warmup_epochs",
+            resolved.warmup_epochs,
+            f"Expected a warm-up shorter than the training ({resolved.epochs} epochs)",
         )
     return resolved
 

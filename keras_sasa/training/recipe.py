@@ -16,15 +16,19 @@ Under `mixed_float16`, `Model.compile` wraps the optimizer in a
 `keras.optimizers.LossScaleOptimizer`, which skips the steps whose gradients overflow
 (the first few of a run, while its loss scale comes down from 2**15). The schedule and
 the EMA follow the optimizer's `iterations`, the steps taken, so such a run's learning
-rate ends a few steps short of 0; `keras_sasa.training.run.check_steps_taken` says so
+rate ends a few steps short of 0; `check_steps_taken` says so
 and refuses a run with no step taken. The schedule does not count the skipped steps:
 Keras' EMA starts its average from the weights at iteration 0 and would start from
 zeros.
+
+The recipe's numbers and arithmetic need no Keras: the functions that build Keras objects
+import it when called, so that `TrainConfig` (and the command line's flags, read from its
+fields before Keras starts) can take its defaults from here.
 """
 
 import math
 
-import keras
+from keras_sasa import _validation as validation
 
 # Paper: 1.6 at batch 4096, i.e. the usual 0.1 per 256 images.
 BASE_LEARNING_RATE = 0.1
@@ -78,6 +82,8 @@ def default_batch_norm_momentum(total_steps):
 
 
 def _batch_norm_layers(model):
+    import keras
+
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             yield from _batch_norm_layers(layer)
@@ -118,12 +124,13 @@ def learning_rate_schedule(learning_rate, total_steps, warmup_steps):
     Returns a `keras.optimizers.schedules.CosineDecay` (it holds both phases), which
     reaches 0 at `total_steps`.
     """
-    if total_steps < 1:
-        raise ValueError(f"Expected at least one training step. Received total_steps={total_steps}")
+    import keras
+
+    validation.positive_int("total_steps", total_steps, type_error=ValueError)
     if not 0 <= warmup_steps < total_steps:
         raise ValueError(
-            "The warm-up must end before training does. Received "
-            f"warmup_steps={warmup_steps}, total_steps={total_steps}"
+            "Invalid value for argument `warmup_steps`. Expected a warm-up that ends before "
+            f"training does. Received: warmup_steps={warmup_steps}, total_steps={total_steps}"
         )
     if warmup_steps == 0:
         return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
@@ -156,11 +163,9 @@ def make_optimizer(
     Returns:
         A `keras.optimizers.SGD`.
     """
-    if weight_decay < 0:
-        raise ValueError(
-            "Invalid value for argument `weight_decay`. Expected >= 0. "
-            f"Received weight_decay={weight_decay}"
-        )
+    import keras
+
+    validation.number("weight_decay", weight_decay, low=0)
     use_ema = ema_momentum is not None
     optimizer = keras.optimizers.SGD(
         learning_rate=learning_rate,
@@ -177,16 +182,16 @@ def make_optimizer(
 
 def make_loss(label_smoothing=0.0):
     """Cross-entropy on one-hot labels and the model's softmax output."""
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(
-            "Invalid value for argument `label_smoothing`. Expected a value in [0, 1). "
-            f"Received label_smoothing={label_smoothing}"
-        )
+    import keras
+
+    validation.number("label_smoothing", label_smoothing, low=0, high=1)
     return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 
 
 def make_metrics(num_classes):
     """Top-1 accuracy (`accuracy`), and top-5 (`top5_accuracy`) beyond 10 classes."""
+    import keras
+
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     if num_classes > 10:
         metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
@@ -209,6 +214,8 @@ def uses_ema(optimizer):
 def ema_callbacks(optimizer):
     """`[SwapEMAWeights()]` when the optimizer keeps an EMA (`uses_ema`), so that
     validation during `fit` uses the EMA weights; else `[]`."""
+    import keras
+
     return [keras.callbacks.SwapEMAWeights()] if uses_ema(optimizer) else []
 
 
@@ -221,6 +228,8 @@ def separate_variable_buffers(optimizer):
     deleted" when the model is saved). Found with Keras 3.15 / JAX 0.10. TensorFlow
     copies on assign: nothing to do there.
     """
+    import keras
+
     if keras.backend.backend() == "tensorflow":
         return
     for variable in optimizer.variables:
@@ -235,3 +244,40 @@ def steps(epochs, steps_per_epoch):
 def warmup_steps(warmup_epochs, steps_per_epoch):
     """Steps of warm-up for a possibly fractional number of epochs."""
     return int(math.floor(warmup_epochs * steps_per_epoch + 0.5))
+
+
+def check_steps_taken(optimizer, config, steps_per_epoch, run_dir, log=print):
+    """Says how many training steps a `LossScaleOptimizer` skipped; refuses a run with none.
+
+    Under `mixed_float16` Keras' `LossScaleOptimizer` skips every step whose gradients
+    overflow in float16, halving its loss scale (2**15 at first) each time: the first
+    few steps of a run are skipped. The optimizer's `iterations`, which drive the
+    learning rate schedule and the EMA, count only the steps taken, so the schedule ends
+    the run that many steps short of its end (above 0). It is not made to count the
+    skipped steps as well: Keras' EMA starts its average from the weights at iteration
+    0, and counting skipped steps would start it from zeros instead. A run whose steps
+    were all skipped would report (and save) the EMA's zero-initialised average as its
+    model: it is refused.
+
+    Raises:
+        ValueError: no step was taken.
+    """
+    import keras
+
+    planned = steps(config.epochs, steps_per_epoch)
+    taken = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    if taken == 0:
+        raise ValueError(
+            f"{run_dir}: none of the {planned} training steps was taken: under "
+            f"{config.mixed_precision} the gradients overflowed at every step (loss scaling "
+            "skips those steps), so the model is untrained. Train for more steps or with "
+            "--mixed-precision mixed_bfloat16, after deleting this directory."
+        )
+    if taken < planned:
+        learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        log(
+            f"{run_dir}: {planned - taken} of {planned} training steps were skipped "
+            f"(gradients overflowed under {config.mixed_precision}; loss scaling skips those "
+            f"steps); the learning rate schedule follows the {taken} steps taken and ended "
+            f"at {learning_rate:.3g}."
+        )

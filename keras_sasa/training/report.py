@@ -1,4 +1,7 @@
-"""Printable summaries of training results: one model, or the model beside its baseline."""
+"""A run's results: gathered once it is finished, and printed for one model, the model beside
+its baseline, or several seeds."""
+
+import statistics
 
 
 def _percent(value):
@@ -43,13 +46,14 @@ def _table(title, rows, columns):
     cells = [[fn(value) for _, value in columns] for _, fn in rows]
     label_width = max(len(label) for label, _ in rows)
     widths = [
-        max(len(heading), *(len(row[i]) for row in cells))
-        for i, (heading, _) in enumerate(columns)
+        max(len(heading), *(len(row[i]) for row in cells)) for i, (heading, _) in enumerate(columns)
     ]
 
     def line(label, texts):
-        return label.ljust(label_width) + "  " + "  ".join(
-            text.rjust(width) for text, width in zip(texts, widths, strict=True)
+        return (
+            label.ljust(label_width)
+            + "  "
+            + "  ".join(text.rjust(width) for text, width in zip(texts, widths, strict=True))
         )
 
     lines = [title, line("", [heading for heading, _ in columns])]
@@ -106,3 +110,35 @@ def format_seed_results(results):
         f"{first['epochs']} epochs, seeds {seeds}"
     )
     return _table(title, SEED_ROWS, columns)
+
+
+def run_results(config, params, flops, test, history, steps_per_epoch):
+    """The results of a finished run, as `results.json` holds them: the resolved `config`,
+    its model's `params` and `flops`, the `test` evaluation and the epochs' `history` rows."""
+    rates = [float(row["images_per_second"]) for row in history if row.get("images_per_second")]
+    seconds = [float(row["epoch_seconds"]) for row in history if row.get("epoch_seconds")]
+    results = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "stem": config.stem,
+        "attention_stages": list(config.attention_stages),
+        "image_size": config.image_size,
+        "params": params,
+        "flops": flops,
+        "epochs": config.epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": config.batch_size,
+        "test_split": config.test_split,
+        "test_accuracy": float(test["accuracy"]),
+        "test_loss": float(test["loss"]),
+        # The median ignores the first epoch of each process, which includes tracing and
+        # compiling, once there are three epochs or more.
+        "train_images_per_second": statistics.median(rates) if rates else None,
+        # On the augmented training batches, with the weights being trained.
+        "final_train_accuracy": float(history[-1]["accuracy"]) if history else None,
+        "train_seconds": sum(seconds),
+        "config": config.to_dict(),
+    }
+    if "top5_accuracy" in test:
+        results["test_top5_accuracy"] = float(test["top5_accuracy"])
+    return results

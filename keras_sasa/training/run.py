@@ -27,10 +27,8 @@ rows) is refused before anything is trained, naming the file and the directory t
 delete (`callbacks.check_backup`).
 """
 
-import math
 import os
 import shutil
-import statistics
 import sys
 
 import keras
@@ -44,6 +42,8 @@ from keras_sasa.models import count_flops
 from keras_sasa.training import callbacks as run_callbacks
 from keras_sasa.training import config as run_config
 from keras_sasa.training import recipe
+from keras_sasa.training import report
+from keras_sasa.training import run_files
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
@@ -82,22 +82,13 @@ def train(config, strategy=None, log=print):
     data.dataset_info(config.dataset, data_dir=config.data_dir)
     output_dir = config.output_dir or run_config.default_output_dir(config.dataset, config.model)
     created = not os.path.exists(output_dir)
-    make_output_dir(output_dir)
+    run_files.make_output_dir(output_dir)
     try:
         return _train(config, strategy, output_dir, log)
     except ValueError:
         if created:  # A refused run leaves no empty directory behind.
-            _remove_empty_dirs(output_dir)
+            run_files.remove_empty_dirs(output_dir)
         raise
-
-
-def _remove_empty_dirs(path):
-    """Removes `path` and the directories in it, if they hold no file."""
-    for directory, _, _ in sorted(os.walk(path), key=lambda entry: -len(entry[0])):
-        try:
-            os.rmdir(directory)
-        except OSError:
-            pass  # Not empty: something was written there.
 
 
 def _train(config, strategy, output_dir, log):
@@ -110,94 +101,9 @@ def _train(config, strategy, output_dir, log):
         baseline_dir = os.path.join(output_dir, BASELINE_DIR)
         baseline = train_run(run_config.baseline(config), info, strategy, baseline_dir, log)
         results = {**results, "baseline": baseline}
-        if _is_chief(strategy):
-            run_callbacks.write_json_atomically(os.path.join(output_dir, RESULTS_FILE), results)
+        if distribute.is_chief(strategy):
+            run_files.write_json_atomically(os.path.join(output_dir, RESULTS_FILE), results)
     return results
-
-
-def train_seeds(config, seeds, strategy=None, log=print):
-    """Trains `config` once per seed, each in `output_dir/seed_<seed>`, and summarises.
-
-    Each seed's run is an ordinary `train` run (resumable, or reported if finished). The
-    summary, written to `output_dir/results.json`, holds every seed's results and, per
-    model ("model", and "baseline" with `compare_baseline`), the mean and the sample
-    standard deviation over the seeds of the test accuracy, test loss, final training
-    accuracy and training images/s.
-
-    Args:
-        config: a `TrainConfig`; its `seed` is replaced by each of `seeds`.
-        seeds: distinct integers.
-        strategy, log: as in `train`.
-
-    Returns:
-        The summary (as written to `results.json`): "seeds", "runs" (each seed's
-        results), "summary".
-    """
-    seeds = check_seeds(seeds)
-    run_config.check(config)
-    output_dir = config.output_dir or run_config.default_output_dir(config.dataset, config.model)
-    runs = []
-    for seed in seeds:
-        seed_dir = os.path.join(output_dir, f"seed_{seed}")
-        runs.append(train(config.replace(seed=seed, output_dir=seed_dir), strategy, log))
-    summary = {"model": summarize(runs)}
-    if config.compare_baseline:
-        summary["baseline"] = summarize([run["baseline"] for run in runs])
-    results = {"seeds": list(seeds), "summary": summary, "runs": runs}
-    run_callbacks.write_json_atomically(os.path.join(output_dir, RESULTS_FILE), results)
-    return results
-
-
-# The numbers `summarize` aggregates over seeds.
-SEED_METRICS = ("test_accuracy", "test_loss", "final_train_accuracy", "train_images_per_second")
-
-
-def summarize(runs):
-    """Mean, sample standard deviation (0 for one run) and values of `SEED_METRICS` over
-    the results of `runs` (one model, several seeds); also its params and FLOPs."""
-    first = runs[0]
-    summary = {
-        "name": first["config"]["model"],
-        **{key: first[key] for key in ("params", "flops", "stem", "attention_stages")},
-    }
-    for metric in SEED_METRICS:
-        values = [run.get(metric) for run in runs]
-        if any(value is None for value in values):
-            continue
-        summary[metric] = {
-            "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values,
-        }
-    return summary
-
-
-def check_seeds(seeds):
-    """`seeds` as a tuple of distinct ints; ValueError / TypeError naming `seeds`."""
-    try:
-        seeds = tuple(seeds)
-    except TypeError:
-        raise TypeError(f"Invalid type for `seeds`: expected integers, got {seeds!r}.") from None
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-        raise ValueError(
-            f"Invalid value for `seeds`: expected one or more integers, got {seeds!r}."
-        )
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"Invalid value for `seeds`: each seed once, got {seeds!r}.")
-    return seeds
-
-
-def make_output_dir(path):
-    """Creates `path` (and its parents); OSError with a clear message if it can't be written."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".write-test-{os.getpid()}")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise OSError(f"Cannot write the output directory {os.fspath(path)!r}: {reason}.") from None
 
 
 def make_datasets(config, info, strategy=None, initial_epoch=None):
@@ -236,8 +142,7 @@ def make_datasets(config, info, strategy=None, initial_epoch=None):
         )
     if steps_per_epoch < 0:
         raise ValueError(
-            f"Cannot count the batches of the training split {train_split!r} of "
-            f"{config.dataset!r}."
+            f"Cannot count the batches of the training split {train_split!r} of {config.dataset!r}."
         )
     if initial_epoch is not None:
         train_data = _load(config, info, train_split, training=True, initial_epoch=initial_epoch)
@@ -361,7 +266,7 @@ def train_run(config, info, strategy, run_dir, log=print):
         The run's results (the content of its `results.json`).
     """
     results_path = os.path.join(run_dir, RESULTS_FILE)
-    finished = run_callbacks.read_json(results_path, "start the run over")
+    finished = run_files.read_json(results_path, "start the run over")
     if finished is not None:
         _check_same_run(finished.get("config", {}), config, run_dir)
         log(
@@ -371,14 +276,14 @@ def train_run(config, info, strategy, run_dir, log=print):
         )
         return finished
 
-    make_output_dir(run_dir)
+    run_files.make_output_dir(run_dir)
     train_data, test_data, steps_per_epoch = make_datasets(config, info, strategy)
     config = with_run_length(config, steps_per_epoch)
     config_path = os.path.join(run_dir, CONFIG_FILE)
-    stored = run_callbacks.read_json(config_path, "start the run over")
+    stored = run_files.read_json(config_path, "start the run over")
     if stored is not None:
         _check_same_run(stored, config, run_dir)
-    chief = _is_chief(strategy)
+    chief = distribute.is_chief(strategy)
     out_dir = run_dir if chief else distribute.worker_dir(run_dir, strategy)
     backup_dir = distribute.worker_dir(os.path.join(run_dir, BACKUP_DIR), strategy)
     # A damaged backup is refused before anything is written or trained.
@@ -393,10 +298,7 @@ def train_run(config, info, strategy, run_dir, log=print):
         keras.utils.set_random_seed(config.seed)
         train_data, _, _ = make_datasets(config, info, strategy, initial_epoch=start_epoch)
 
-    previous_policy = keras.mixed_precision.global_policy()
-    if config.mixed_precision != "none":
-        keras.mixed_precision.set_global_policy(config.mixed_precision)
-    try:
+    with distribute.dtype_policy(config.mixed_precision):
         keras.utils.set_random_seed(config.seed)
         with strategy.scope():
             model = build_model(config, info)
@@ -404,8 +306,8 @@ def train_run(config, info, strategy, run_dir, log=print):
         # Written once the model is built: a configuration the builder refuses (an even
         # kernel size, images too small) leaves no config.json to refuse the next run.
         if chief:
-            run_callbacks.write_json_atomically(config_path, config.to_dict())
-        if _single_device(strategy):
+            run_files.write_json_atomically(config_path, config.to_dict())
+        if distribute.single_device(strategy):
             # Restoring a backup (in fit) replaces these statistics.
             recipe.initialize_batch_norm_statistics(model, first_images(config, info))
         params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
@@ -431,59 +333,22 @@ def train_run(config, info, strategy, run_dir, log=print):
             steps_per_epoch=steps_per_epoch,
             validation_data=test_data if validation_data is None else validation_data,
             callbacks=_fit_callbacks(model, config, steps_per_epoch, out_dir, backup_dir),
-            verbose=_verbosity(config.verbose),
+            verbose=fit_verbosity(config.verbose),
             shuffle=False,  # The pipeline shuffles.
         )
-        check_steps_taken(model.optimizer, config, steps_per_epoch, run_dir, log)
+        recipe.check_steps_taken(model.optimizer, config, steps_per_epoch, run_dir, log)
         # fit has put the EMA weights in the model (optimizer.finalize_variable_values).
         recipe.separate_variable_buffers(model.optimizer)
         test = model.evaluate(test_data, return_dict=True, verbose=0)
-        run_callbacks.replace_atomically(os.path.join(out_dir, MODEL_FILE), model.save)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
+        run_files.replace_atomically(os.path.join(out_dir, MODEL_FILE), model.save)
 
-    history = run_callbacks.read_history(os.path.join(out_dir, HISTORY_FILE))
-    results = _results(config, params, flops, test, history, steps_per_epoch)
+    history = run_files.read_history(os.path.join(out_dir, HISTORY_FILE))
+    results = report.run_results(config, params, flops, test, history, steps_per_epoch)
     if chief:
-        run_callbacks.write_json_atomically(results_path, results)
+        run_files.write_json_atomically(results_path, results)
     # Removed only now: a kill before results.json restarts from the backup, not epoch 0.
     shutil.rmtree(backup_dir, ignore_errors=True)
     return results
-
-
-def check_steps_taken(optimizer, config, steps_per_epoch, run_dir, log=print):
-    """Says how many training steps a `LossScaleOptimizer` skipped; refuses a run with none.
-
-    Under `mixed_float16` Keras' `LossScaleOptimizer` skips every step whose gradients
-    overflow in float16, halving its loss scale (2**15 at first) each time: the first
-    few steps of a run are skipped. The optimizer's `iterations`, which drive the
-    learning rate schedule and the EMA, count only the steps taken, so the schedule ends
-    the run that many steps short of its end (above 0). It is not made to count the
-    skipped steps as well: Keras' EMA starts its average from the weights at iteration
-    0, and counting skipped steps would start it from zeros instead. A run whose steps
-    were all skipped would report (and save) the EMA's zero-initialised average as its
-    model: it is refused.
-
-    Raises:
-        ValueError: no step was taken.
-    """
-    planned = recipe.steps(config.epochs, steps_per_epoch)
-    taken = int(keras.ops.convert_to_numpy(optimizer.iterations))
-    if taken == 0:
-        raise ValueError(
-            f"{run_dir}: none of the {planned} training steps was taken: under "
-            f"{config.mixed_precision} the gradients overflowed at every step (loss scaling "
-            "skips those steps), so the model is untrained. Train for more steps or with "
-            "--mixed-precision mixed_bfloat16, after deleting this directory."
-        )
-    if taken < planned:
-        learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        log(
-            f"{run_dir}: {planned - taken} of {planned} training steps were skipped "
-            f"(gradients overflowed under {config.mixed_precision}; loss scaling skips those "
-            f"steps); the learning rate schedule follows the {taken} steps taken and ended "
-            f"at {learning_rate:.3g}."
-        )
 
 
 def _fit_callbacks(model, config, steps_per_epoch, out_dir, backup_dir):
@@ -501,64 +366,18 @@ def _fit_callbacks(model, config, steps_per_epoch, out_dir, backup_dir):
     ]
 
 
-def _results(config, params, flops, test, history, steps_per_epoch):
-    rates = [float(row["images_per_second"]) for row in history if row.get("images_per_second")]
-    seconds = [float(row["epoch_seconds"]) for row in history if row.get("epoch_seconds")]
-    results = {
-        "model": config.model,
-        "dataset": config.dataset,
-        "stem": config.stem,
-        "attention_stages": list(config.attention_stages),
-        "image_size": config.image_size,
-        "params": params,
-        "flops": flops,
-        "epochs": config.epochs,
-        "steps_per_epoch": steps_per_epoch,
-        "batch_size": config.batch_size,
-        "test_split": config.test_split,
-        "test_accuracy": float(test["accuracy"]),
-        "test_loss": float(test["loss"]),
-        # The median ignores the first epoch of each process, which includes tracing and
-        # compiling, once there are three epochs or more.
-        "train_images_per_second": statistics.median(rates) if rates else None,
-        # On the augmented training batches, with the weights being trained.
-        "final_train_accuracy": float(history[-1]["accuracy"]) if history else None,
-        "train_seconds": sum(seconds),
-        "config": config.to_dict(),
-    }
-    if "top5_accuracy" in test:
-        results["test_top5_accuracy"] = float(test["top5_accuracy"])
-    return results
-
-
-def _verbosity(verbose):
+def fit_verbosity(verbose):
+    """`Model.fit`'s verbosity for a config's `verbose`: "auto" is progress bars on a
+    terminal, one line per epoch otherwise."""
     if verbose == "auto":
         return 1 if sys.stdout.isatty() else 2
     return verbose
-
-
-def _is_chief(strategy):
-    """Whether this worker writes the shared outputs: always, except under a
-    multi-worker strategy, where the chief does (or worker 0 in a cluster without one)."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return True
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or resolver.task_type in (None, "chief"):
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
 def _pipeline_image_size(config, info):
     """`image_size` for `load_dataset`: None (no resizing) at the native size."""
     native = info.image_shape[0] if info.image_shape[0] == info.image_shape[1] else None
     return None if config.image_size == native else config.image_size
-
-
-def _single_device(strategy):
-    return strategy.num_replicas_in_sync == 1 and not isinstance(
-        strategy, tf.distribute.TPUStrategy
-    )
 
 
 def _check_same_run(stored, config, run_dir):
@@ -569,22 +388,10 @@ def _check_same_run(stored, config, run_dir):
     # the field's default.
     defaults = run_config.TrainConfig().to_dict()
     theirs = {k: stored.get(k, defaults.get(k)) for k in ours}
-    differences = [
-        f"{key}={theirs.get(key)!r} there, {value!r} here"
-        for key, value in ours.items()
-        if not _same(theirs.get(key), value)
-    ]
+    differences = run_files.differences(theirs, ours)
     if differences:
         raise ValueError(
             f"The output directory {run_dir!r} holds a run with another configuration "
             f"({'; '.join(differences[:4])}). Use another output directory, or delete this "
             "one to start over."
         )
-
-
-def _same(a, b):
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) or isinstance(b, float):
-        return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9)
-    return a == b

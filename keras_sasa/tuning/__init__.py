@@ -6,28 +6,30 @@
   the pipelines and recipe of `keras_sasa.training`.
 - `search(...)`: `python -m keras_sasa tune`: runs a random, Hyperband or Bayesian
   search (resumable) and writes `tuning_results.json`; `format_table` ranks its trials.
+
+Names are imported from their modules when first used: `keras_sasa.tuning.space`, which
+the command line reads before Keras starts, imports neither Keras nor keras-tuner.
 """
 
-from keras_sasa.tuning.hypermodel import SASAHyperModel
-from keras_sasa.tuning.search import RESULTS_FILE
-from keras_sasa.tuning.search import TUNERS
-from keras_sasa.tuning.search import default_output_dir
-from keras_sasa.tuning.search import format_table
-from keras_sasa.tuning.search import make_tuner
-from keras_sasa.tuning.search import results
-from keras_sasa.tuning.search import search
-from keras_sasa.tuning.space import SearchSpace
-from keras_sasa.tuning.space import config_for
+from keras_sasa import _lazy
 
-__all__ = [
-    "RESULTS_FILE",
-    "SASAHyperModel",
-    "SearchSpace",
-    "TUNERS",
-    "config_for",
-    "default_output_dir",
-    "format_table",
-    "make_tuner",
-    "results",
-    "search",
-]
+# Public name -> the module of this package that defines it.
+_NAMES = {
+    "SASAHyperModel": "hypermodel",
+    "RESULTS_FILE": "search",
+    "TUNERS": "search",
+    "default_output_dir": "search",
+    "format_table": "search",
+    "make_tuner": "search",
+    "results": "search",
+    "search": "search",
+    "SearchSpace": "space",
+    "config_for": "space",
+}
+# Not "search": that name is the function (importing search.py binds the module to it
+# first; `_lazy` then binds the module's names, the function among them).
+_MODULES = ("hypermodel", "space")
+
+__getattr__, __dir__ = _lazy.attributes(__name__, _NAMES, _MODULES)
+
+__all__ = sorted(_NAMES)

@@ -7,17 +7,16 @@ functions as `python -m keras_sasa train`: `make_datasets`, `build_model`,
 the weights, evaluated with the EMA weights).
 """
 
-import sys
-
 import keras
 import keras_tuner
-import tensorflow as tf
 
+from keras_sasa import _validation as validation
 from keras_sasa import data
 from keras_sasa import distribute
 from keras_sasa import training
 from keras_sasa.training import recipe
 from keras_sasa.training.run import first_images
+from keras_sasa.training.run import fit_verbosity
 from keras_sasa.tuning import space as space_module
 
 
@@ -68,14 +67,10 @@ class SASAHyperModel(keras_tuner.HyperModel):
         super().__init__(name=name, tunable=True)
         config = training.TrainConfig() if config is None else config
         if not isinstance(config, training.TrainConfig):
-            raise TypeError(
-                f"Invalid type for `config`: expected a TrainConfig, got {type(config).__name__}."
-            )
+            raise validation.error("config", config, "Expected a TrainConfig", TypeError)
         space = space_module.SearchSpace() if space is None else space
         if not isinstance(space, space_module.SearchSpace):
-            raise TypeError(
-                f"Invalid type for `space`: expected a SearchSpace, got {type(space).__name__}."
-            )
+            raise validation.error("space", space, "Expected a SearchSpace", TypeError)
         if validation_split is not None:
             training.config.check_validation_split(validation_split, config.train_split)
         training.config.check(config)
@@ -149,10 +144,8 @@ class SASAHyperModel(keras_tuner.HyperModel):
             if name in space_module.FIELDS:
                 hp.values[name] = value
         if not resolved_space.contains(hp.values):
-            raise ValueError(
-                f"Invalid value for `values`: {values!r} lies outside the search space "
-                f"{resolved_space.to_dict()}."
-            )
+            expected = f"Expected values inside the search space {resolved_space.to_dict()}"
+            raise validation.error("values", values, expected)
         return hp
 
     def declare_hyperparameters(self, hp):
@@ -163,16 +156,11 @@ class SASAHyperModel(keras_tuner.HyperModel):
         _, resolved_space, info, steps_per_epoch = self.prepare()
         resolved_space.declare(hp)
         config = self.config_for(hp.values)
-        previous_policy = keras.mixed_precision.global_policy()
-        if config.mixed_precision != "none":
-            keras.mixed_precision.set_global_policy(config.mixed_precision)
-        try:
+        with distribute.dtype_policy(config.mixed_precision):
             # The same initial weights and data order for every trial with a seed.
             keras.utils.set_random_seed(config.seed)
             model = training.build_model(config, info)
             training.compile_model(model, config, steps_per_epoch, self.strategy)
-        finally:
-            keras.mixed_precision.set_global_policy(previous_policy)
         return model
 
     def fit(self, hp, model, *args, **kwargs):
@@ -200,24 +188,12 @@ class SASAHyperModel(keras_tuner.HyperModel):
             callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
         kwargs.setdefault("epochs", config.epochs)
         kwargs.setdefault("validation_data", test_data)
-        kwargs.setdefault("verbose", _verbosity(config.verbose))
+        kwargs.setdefault("verbose", fit_verbosity(config.verbose))
         kwargs.setdefault("shuffle", False)  # The pipeline shuffles.
-        if not kwargs.get("initial_epoch") and _single_device(self.strategy):
+        if not kwargs.get("initial_epoch") and distribute.single_device(self.strategy):
             # A model that Hyperband continues (initial_epoch > 0) has loaded its
             # statistics with its weights.
             recipe.initialize_batch_norm_statistics(model, first_images(config, info))
         if not args and "x" not in kwargs:
             args = (train_data,)
         return model.fit(*args, callbacks=callbacks, **kwargs)
-
-
-def _verbosity(verbose):
-    if verbose == "auto":
-        return 1 if sys.stdout.isatty() else 2
-    return verbose
-
-
-def _single_device(strategy):
-    return strategy.num_replicas_in_sync == 1 and not isinstance(
-        strategy, tf.distribute.TPUStrategy
-    )

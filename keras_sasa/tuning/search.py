@@ -24,9 +24,10 @@ import shutil
 
 import keras_tuner
 
+from keras_sasa import _validation as validation
 from keras_sasa import distribute
 from keras_sasa import training
-from keras_sasa.training import callbacks as run_callbacks
+from keras_sasa.training import run_files
 from keras_sasa.tuning import space as space_module
 from keras_sasa.tuning.hypermodel import SASAHyperModel
 
@@ -54,29 +55,14 @@ _COLUMNS = {
 def check_search_arguments(tuner, max_trials, epochs=None, hyperband_factor=3):
     """Raises ValueError (TypeError for wrong types) naming the bad argument."""
     if not isinstance(tuner, str):
-        raise TypeError(f"Invalid type for `tuner`: expected a string, got {tuner!r}.")
-    if tuner not in TUNERS:
-        raise ValueError(
-            f"Invalid value for `tuner`: expected one of {', '.join(TUNERS)}, got {tuner!r}."
-        )
-    for name, value in (("max_trials", max_trials), ("epochs", epochs)):
-        if value is None and name == "epochs":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"Invalid type for `{name}`: expected an integer, got {value!r}.")
-        if value < 1:
-            raise ValueError(
-                f"Invalid value for `{name}`: expected at least 1, got {name}={value}."
-            )
-    if isinstance(hyperband_factor, bool) or not isinstance(hyperband_factor, int):
-        raise TypeError(
-            f"Invalid type for `hyperband_factor`: expected an integer, got {hyperband_factor!r}."
-        )
+        raise validation.error("tuner", tuner, "Expected a string", TypeError)
+    validation.one_of("tuner", tuner, TUNERS)
+    validation.positive_int("max_trials", max_trials)
+    if epochs is not None:
+        validation.positive_int("epochs", epochs)
+    validation.integer("hyperband_factor", hyperband_factor)
     if hyperband_factor < 2:
-        raise ValueError(
-            "Invalid value for `hyperband_factor`: expected at least 2, got "
-            f"hyperband_factor={hyperband_factor}."
-        )
+        raise validation.error("hyperband_factor", hyperband_factor, "Expected at least 2")
 
 
 def make_tuner(
@@ -210,7 +196,7 @@ def search(
     training.config.check(config)
     if output_dir is None:
         output_dir = default_output_dir(config)
-    training.run.make_output_dir(output_dir)
+    run_files.make_output_dir(output_dir)
     strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
     hypermodel = SASAHyperModel(config, space, validation_split, strategy)
     resolved, resolved_space, _, steps_per_epoch = hypermodel.prepare()
@@ -234,7 +220,7 @@ def search(
         for name in (SETTINGS_FILE, RESULTS_FILE):
             if os.path.exists(os.path.join(output_dir, name)):
                 os.remove(os.path.join(output_dir, name))
-    stored = run_callbacks.read_json(settings_path)
+    stored = run_files.read_json(settings_path)
     if stored is not None:
         _check_same_search(stored, settings, output_dir)
     elif os.path.exists(os.path.join(output_dir, PROJECT_NAME)):
@@ -243,7 +229,7 @@ def search(
             f"{SETTINGS_FILE}. Use another output directory, or pass overwrite=True "
             "(--overwrite) to start over."
         )
-    run_callbacks.write_json_atomically(settings_path, settings)
+    run_files.write_json_atomically(settings_path, settings)
 
     keras_tuner_instance = make_tuner(
         hypermodel,
@@ -262,7 +248,7 @@ def search(
     verbose = 1 if resolved.verbose == "auto" else resolved.verbose
     keras_tuner_instance.search(verbose=verbose)
     collected = results(keras_tuner_instance, settings)
-    run_callbacks.write_json_atomically(os.path.join(output_dir, RESULTS_FILE), collected)
+    run_files.write_json_atomically(os.path.join(output_dir, RESULTS_FILE), collected)
     return collected
 
 
@@ -368,29 +354,10 @@ def _finished_trials(tuner):
 
 def _check_same_search(stored, settings, output_dir):
     """Raises ValueError if `output_dir` holds a search with other settings."""
-    ours = json.loads(json.dumps(settings))
-    differences = []
-    for key, value in ours.items():
-        theirs = stored.get(key)
-        if isinstance(value, dict) and isinstance(theirs, dict):
-            differences += [
-                f"{key}.{k}={theirs.get(k)!r} there, {v!r} here"
-                for k, v in value.items()
-                if not _same(theirs.get(k), v)
-            ]
-        elif not _same(theirs, value):
-            differences.append(f"{key}={theirs!r} there, {value!r} here")
+    differences = run_files.differences(stored, json.loads(json.dumps(settings)))
     if differences:
         raise ValueError(
             f"The output directory {output_dir!r} holds a search with other settings "
             f"({'; '.join(differences[:4])}). Use another output directory, or pass "
             "overwrite=True (--overwrite) to start over; only max_trials may change."
         )
-
-
-def _same(a, b):
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) or isinstance(b, float):
-        return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9)
-    return a == b

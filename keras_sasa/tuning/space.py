@@ -12,12 +12,10 @@ the configuration that trains it (`config_for`).
 """
 
 import dataclasses
-import math
 import numbers
 from typing import Optional, Tuple
 
-from keras_sasa.models.resnet import _STEM_REDUCTION
-from keras_sasa.models.resnet import STEMS
+from keras_sasa import _validation as validation
 from keras_sasa.training import recipe
 from keras_sasa.training.config import is_small
 
@@ -51,6 +49,22 @@ RANGE_FIELDS = ("learning_rate", "weight_decay", "label_smoothing")
 FIELDS = CHOICE_FIELDS + RANGE_FIELDS
 
 
+def _field(default, flag, metavar, help):
+    """A `SearchSpace` field and its flag of the `tune` command (a list "3,5" of choices,
+    or a range "MIN:MAX" or one number), with its help."""
+    return dataclasses.field(
+        default=default, metadata={"flag": flag, "metavar": metavar, "help": help}
+    )
+
+
+def _commas(values):
+    return ",".join(str(value) for value in values)
+
+
+def _span(bounds):
+    return ":".join(f"{bound:g}" for bound in bounds)
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
     """The hyperparameters of a search and the values each may take.
@@ -82,44 +96,93 @@ class SearchSpace:
         TypeError: a value of the wrong type (a string for a kernel size, ...).
     """
 
-    kernel_size: Tuple[int, ...] = PAPER_KERNEL_SIZES
-    num_heads: Tuple[int, ...] = PAPER_NUM_HEADS
-    stem: Optional[Tuple[str, ...]] = None
-    attention_stages: Tuple[Tuple[int, ...], ...] = PAPER_ATTENTION_STAGES
-    use_relative_position: Tuple[bool, ...] = (True, False)
-    base_width: Tuple[int, ...] = DEFAULT_BASE_WIDTHS
-    learning_rate: Optional[Tuple[float, float]] = None
-    weight_decay: Tuple[float, float] = DEFAULT_WEIGHT_DECAY
-    label_smoothing: Tuple[float, float] = DEFAULT_LABEL_SMOOTHING
+    kernel_size: Tuple[int, ...] = _field(
+        PAPER_KERNEL_SIZES, "--kernel-sizes", "K,...", f"default: {_commas(PAPER_KERNEL_SIZES)}"
+    )
+    num_heads: Tuple[int, ...] = _field(
+        PAPER_NUM_HEADS, "--num-heads", "N,...", f"default: {_commas(PAPER_NUM_HEADS)}"
+    )
+    stem: Optional[Tuple[str, ...]] = _field(
+        None,
+        "--stems",
+        "STEM,...",
+        f"default: {_commas(SMALL_STEMS)} (<= 64 pixels), else {_commas(LARGE_STEMS)}",
+    )
+    attention_stages: Tuple[Tuple[int, ...], ...] = _field(
+        PAPER_ATTENTION_STAGES,
+        "--attention-stages",
+        "GROUPS;...",
+        "sets of groups using attention, separated by ';' (e.g. '1,2,3,4;2,3,4;none'; "
+        f"default: {';'.join(_commas(stages) or 'none' for stages in PAPER_ATTENTION_STAGES)})",
+    )
+    use_relative_position: Tuple[bool, ...] = _field(
+        (True, False), "--relative-position", "on,off", "positional encoding (default: on,off)"
+    )
+    base_width: Tuple[int, ...] = _field(
+        DEFAULT_BASE_WIDTHS, "--base-widths", "W,...", f"default: {_commas(DEFAULT_BASE_WIDTHS)}"
+    )
+    learning_rate: Optional[Tuple[float, float]] = _field(
+        None,
+        "--learning-rate",
+        "MIN:MAX",
+        f"default: 1/{LEARNING_RATE_FACTOR:g} to {LEARNING_RATE_FACTOR:g} times "
+        f"{recipe.BASE_LEARNING_RATE} x batch size / {recipe.BASE_BATCH_SIZE}",
+    )
+    weight_decay: Tuple[float, float] = _field(
+        DEFAULT_WEIGHT_DECAY, "--weight-decay", "MIN:MAX", f"default: {_span(DEFAULT_WEIGHT_DECAY)}"
+    )
+    label_smoothing: Tuple[float, float] = _field(
+        DEFAULT_LABEL_SMOOTHING,
+        "--label-smoothing",
+        "MIN:MAX",
+        f"default: {_span(DEFAULT_LABEL_SMOOTHING)}",
+    )
 
     def __post_init__(self):
         def set_field(name, value):
             object.__setattr__(self, name, value)
 
-        set_field("kernel_size", _choices("kernel_size", self.kernel_size, _odd_positive_int))
-        set_field("num_heads", _choices("num_heads", self.num_heads, _positive_int))
+        set_field(
+            "kernel_size", validation.choices("kernel_size", self.kernel_size, _odd_positive_int)
+        )
+        set_field("num_heads", validation.choices("num_heads", self.num_heads, _positive_int))
         if self.stem is not None:
-            set_field("stem", _choices("stem", self.stem, _stem))
-        set_field("attention_stages", _stage_choices(self.attention_stages))
+            set_field("stem", validation.choices("stem", self.stem, _stem))
+        stages = self.attention_stages
+        if (
+            isinstance(stages, (tuple, list))
+            and stages
+            and all(isinstance(group, numbers.Integral) for group in stages)
+        ):
+            stages = (stages,)  # A flat sequence of groups, (2, 3, 4), is one set.
+        set_field("attention_stages", validation.choices("attention_stages", stages, _stage_set))
         set_field(
             "use_relative_position",
-            _choices("use_relative_position", self.use_relative_position, _boolean),
+            validation.choices("use_relative_position", self.use_relative_position, _boolean),
         )
-        set_field("base_width", _choices("base_width", self.base_width, _positive_int))
+        set_field("base_width", validation.choices("base_width", self.base_width, _positive_int))
         for width in self.base_width:
             for heads in self.num_heads:
                 if width % heads:
                     raise ValueError(
-                        "Invalid value for `num_heads`: every head count must divide every "
-                        f"base width, but {heads} does not divide {width}. Received "
-                        f"num_heads={self.num_heads}, base_width={self.base_width}."
+                        "Invalid value for argument `num_heads`. Expected head counts that "
+                        f"divide every base width; {heads} does not divide {width}. Received: "
+                        f"num_heads={self.num_heads}, base_width={self.base_width}"
                     )
         if self.learning_rate is not None:
-            set_field("learning_rate", _range("learning_rate", self.learning_rate, low=0.0))
-        set_field("weight_decay", _range("weight_decay", self.weight_decay, low=0.0, closed=True))
+            set_field(
+                "learning_rate",
+                validation.value_range("learning_rate", self.learning_rate, low=0.0),
+            )
+        set_field(
+            "weight_decay",
+            validation.value_range("weight_decay", self.weight_decay, low=0.0, closed=True),
+        )
         set_field(
             "label_smoothing",
-            _range("label_smoothing", self.label_smoothing, low=0.0, closed=True, high=1.0),
+            validation.value_range(
+                "label_smoothing", self.label_smoothing, low=0.0, closed=True, high=1.0
+            ),
         )
 
     def replace(self, **changes):
@@ -149,23 +212,26 @@ class SearchSpace:
             ValueError: a stem whose downsampling the images are too small for, or an
                 attention stem with a width that its 4 heads do not divide.
         """
+        from keras_sasa.models.resnet import _STEM_REDUCTION
+
         small = is_small(config.image_size)
         stems = self.stem or (SMALL_STEMS if small else LARGE_STEMS)
         for stem in stems:
             min_size = _STEM_REDUCTION[stem] * GROUP_REDUCTION
             if config.image_size < min_size:
-                raise ValueError(
-                    f"Invalid value for `stem`: the {stem!r} stem and the four groups "
-                    f"downsample by {min_size}, more than the {config.image_size}-pixel "
-                    f"images allow. Received stem={stems}."
+                raise validation.error(
+                    "stem",
+                    stems,
+                    f"Expected stems that {config.image_size}-pixel images allow: the {stem!r} "
+                    f"stem and the four groups downsample by {min_size}",
                 )
             if stem.startswith("attention"):
                 for width in self.base_width:
                     if width % STEM_HEADS:
-                        raise ValueError(
-                            f"Invalid value for `base_width`: the {stem!r} stem has "
-                            f"{STEM_HEADS} heads, which must divide the width. Received "
-                            f"base_width={self.base_width}."
+                        raise validation.error(
+                            "base_width",
+                            self.base_width,
+                            f"Expected widths that the {stem!r} stem's {STEM_HEADS} heads divide",
                         )
         learning_rate = self.learning_rate
         if learning_rate is None:
@@ -255,155 +321,42 @@ def decode_stages(text):
     """ "2,3,4" -> (2, 3, 4); "none" -> ()."""
     if isinstance(text, (tuple, list)):
         return tuple(text)
-    text = text.strip().lower()
-    if text in ("", "none"):
-        return ()
-    return tuple(int(part) for part in text.split(","))
+    return validation.parse_stages(text)
 
 
-def _choices(name, value, check):
-    if value is None or isinstance(value, (str, bool, numbers.Number)):
-        values = (value,)
-    else:
-        try:
-            values = tuple(value)
-        except TypeError:
-            raise TypeError(
-                f"Invalid type for `{name}`: expected a value or a sequence of values, got "
-                f"{value!r} of type {type(value).__name__}."
-            ) from None
-    if not values:
-        raise ValueError(f"Invalid value for `{name}`: expected at least one value, got {value!r}.")
-    checked = []
-    for item in values:
-        item = check(name, item, value)
-        if item not in checked:
-            checked.append(item)
-    return tuple(checked)
-
-
-def _positive_int(name, item, value):
-    if isinstance(item, bool) or not isinstance(item, numbers.Integral):
-        raise TypeError(
-            f"Invalid type for `{name}`: expected integers, got {item!r} of type "
-            f"{type(item).__name__} in {name}={value!r}."
-        )
+def _positive_int(item):
+    if not validation.is_int(item):
+        raise TypeError("Expected integers")
     if item < 1:
+        raise ValueError("Expected positive integers")
+    return int(item)
+
+
+def _odd_positive_int(item):
+    if _positive_int(item) % 2 == 0:
         raise ValueError(
-            f"Invalid value for `{name}`: expected positive integers, got {name}={value!r}."
+            "Expected odd sizes (the window is centred on its pixel; the paper tries "
+            f"{', '.join(map(str, PAPER_KERNEL_SIZES))})"
         )
     return int(item)
 
 
-def _odd_positive_int(name, item, value):
-    item = _positive_int(name, item, value)
-    if item % 2 == 0:
-        raise ValueError(
-            f"Invalid value for `{name}`: expected odd sizes (the window is centred on its "
-            f"pixel; the paper tries {', '.join(map(str, PAPER_KERNEL_SIZES))}), got "
-            f"{name}={value!r}."
-        )
-    return item
+def _stem(item):
+    from keras_sasa.models.resnet import STEMS
 
-
-def _stem(name, item, value):
     if item not in STEMS:
-        raise ValueError(
-            f"Invalid value for `{name}`: expected stems among {', '.join(STEMS)}, got "
-            f"{name}={value!r}."
-        )
+        raise ValueError(f"Expected stems among {STEMS}")
     return item
 
 
-def _boolean(name, item, value):
+def _boolean(item):
     if not isinstance(item, bool):
-        raise TypeError(
-            f"Invalid type for `{name}`: expected True and/or False, got {item!r} of type "
-            f"{type(item).__name__} in {name}={value!r}."
-        )
+        raise TypeError("Expected True and/or False")
     return item
 
 
-def _stage_choices(value):
-    name = "attention_stages"
-    if isinstance(value, str):
-        value = (value,)
+def _stage_set(item):
     try:
-        items = tuple(value)
-    except TypeError:
-        raise TypeError(
-            f"Invalid type for `{name}`: expected a sequence of sets of groups, e.g. "
-            f"((1, 2, 3, 4), (2, 3, 4)), got {value!r}."
-        ) from None
-    # A flat sequence of groups, (2, 3, 4), is one set.
-    if items and all(isinstance(item, numbers.Integral) for item in items):
-        items = (items,)
-    if not items:
-        raise ValueError(f"Invalid value for `{name}`: expected at least one set, got {value!r}.")
-    checked = []
-    for item in items:
-        try:
-            stages = decode_stages(item) if isinstance(item, str) else tuple(item)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"Invalid value for `{name}`: expected sets of groups 1..4, got {name}={value!r}."
-            ) from None
-        for group in stages:
-            if isinstance(group, bool) or not isinstance(group, numbers.Integral):
-                raise TypeError(
-                    f"Invalid type for `{name}`: expected group numbers (integers), got "
-                    f"{group!r} in {name}={value!r}."
-                )
-            if not 1 <= group <= 4:
-                raise ValueError(
-                    f"Invalid value for `{name}`: expected groups in 1..4, got {name}={value!r}."
-                )
-        stages = tuple(sorted({int(group) for group in stages}))
-        if stages not in checked:
-            checked.append(stages)
-    return tuple(checked)
-
-
-def _range(name, value, low, closed=False, high=None):
-    """(min, max) from a number or a pair, checked against the bounds [low or (low, and high)."""
-    if isinstance(value, bool):
-        raise TypeError(
-            f"Invalid type for `{name}`: expected a number or (min, max), got {value!r}."
-        )
-    if isinstance(value, numbers.Real):
-        bounds = (value, value)
-    else:
-        try:
-            bounds = tuple(value)
-        except TypeError:
-            raise TypeError(
-                f"Invalid type for `{name}`: expected a number or (min, max), got {value!r}."
-            ) from None
-    if not bounds:
-        raise ValueError(f"Invalid value for `{name}`: the range is empty, got {name}={value!r}.")
-    if len(bounds) != 2:
-        raise ValueError(f"Invalid value for `{name}`: expected (min, max), got {name}={value!r}.")
-    for bound in bounds:
-        if isinstance(bound, bool) or not isinstance(bound, numbers.Real):
-            raise TypeError(
-                f"Invalid type for `{name}`: expected numbers, got {bound!r} in {name}={value!r}."
-            )
-        if not math.isfinite(bound):
-            raise ValueError(
-                f"Invalid value for `{name}`: expected finite numbers, got {name}={value!r}."
-            )
-    minimum, maximum = (float(bound) for bound in bounds)
-    if minimum > maximum:
-        raise ValueError(
-            f"Invalid value for `{name}`: the range is inverted (min > max), got {name}={value!r}."
-        )
-    if minimum < low or (minimum == low and not closed):
-        relation = ">=" if closed else ">"
-        raise ValueError(
-            f"Invalid value for `{name}`: expected values {relation} {low:g}, got {name}={value!r}."
-        )
-    if high is not None and maximum >= high:
-        raise ValueError(
-            f"Invalid value for `{name}`: expected values < {high:g}, got {name}={value!r}."
-        )
-    return (minimum, maximum)
+        return validation.attention_stages(decode_stages(item) if isinstance(item, str) else item)
+    except (TypeError, ValueError) as error:
+        raise type(error)("Expected sets of groups 1..4") from None

@@ -1,0 +1,232 @@
+"""The commands around the models: `summary` (the paper's tables beside ours), `bench`
+(LocalSelfAttention2D's speed), `export` and `attention-map` (of a `.keras` file)."""
+
+import argparse
+import importlib.util
+import os
+
+from keras_sasa.cli import flags
+from keras_sasa.cli.flags import UsageError
+from keras_sasa.cli.output import output_to
+
+BACKENDS = ("tensorflow", "jax")
+
+
+def _backend_list(text):
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected backends among {', '.join(BACKENDS)}, got {text!r}"
+        )
+    return names
+
+
+def _default_backends():
+    return tuple(b for b in BACKENDS if importlib.util.find_spec(b) is not None)
+
+
+def add_summary_parser(commands):
+    summary = commands.add_parser(
+        "summary", help="the paper's Tables 1 and 3 beside our parameter and FLOP counts"
+    )
+    summary.set_defaults(run=_summary)
+
+
+def _summary(args):
+    from keras_sasa.models.paper import paper_table
+
+    print(paper_table())
+
+
+def add_bench_parser(commands):
+    bench = commands.add_parser(
+        "bench", help="time LocalSelfAttention2D against its reference and Conv2D"
+    )
+    bench.add_argument("--quick", action="store_true", help="one small shape only")
+    bench.add_argument("--no-jit", action="store_true", help="skip jit_compile=True")
+    bench.add_argument("--no-models", action="store_true", help="skip the ResNet-26 comparison")
+    bench.add_argument("--repeats", type=flags.positive_int, default=3)
+    bench.add_argument(
+        "--kernel-sizes",
+        type=flags.int_list,
+        default=None,
+        help="only these kernel sizes, e.g. 7 or 3,7 (default: all)",
+    )
+    bench.add_argument(
+        "--backends",
+        type=_backend_list,
+        default=_default_backends(),
+        help="Keras backends to measure, e.g. tensorflow,jax (default: tensorflow, and jax "
+        "if it is installed); the others than KERAS_BACKEND run in a subprocess",
+    )
+    bench.add_argument("--output-dir", default="benchmark_results")
+    bench.set_defaults(run=_bench)
+
+
+def _bench(args):
+    from keras_sasa import benchmark
+
+    import keras
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    jit_modes = (False,) if args.no_jit else (False, True)
+    if keras.backend.backend() == "jax":
+        jit_modes = (True,)  # JAX always compiles.
+    configs = benchmark.default_configs(args.quick)
+    if args.kernel_sizes:
+        configs = [c for c in configs if c[1] in args.kernel_sizes]
+    results = benchmark.run(configs, jit_modes, args.repeats)
+    others = [b for b in args.backends if b != keras.backend.backend()]
+    for backend in others:
+        results += benchmark.run_in_backend(backend, configs, args.repeats)
+    extra = ""
+    if not args.no_models:
+        models = benchmark.run_models(jit_modes=jit_modes, repeats=args.repeats)
+        extra = (
+            "\nA whole training step of SASA-ResNet-26 against the conv ResNet-26 (same depth, "
+            "conv stem and 3x3 convolutions), `model.train_on_batch`, images per second:\n\n"
+            + benchmark.model_table(models)
+            + "\n"
+        )
+        results_json = benchmark.results_to_json(results + models)
+    else:
+        results_json = benchmark.results_to_json(results)
+    with open(os.path.join(args.output_dir, "benchmark.json"), "w") as f:
+        f.write(results_json)
+    report = benchmark.write_report(
+        results,
+        os.path.join(args.output_dir, "benchmark.md"),
+        os.path.join(args.output_dir, "benchmark.png"),
+        extra=extra,
+    )
+    print(report)
+
+
+def _check_model_file(path):
+    """A one-line UsageError unless `path` is a zip file, as `.keras` files are."""
+    import zipfile
+
+    if not os.path.isfile(path):
+        raise UsageError(f"no such model file: {path}")
+    if not zipfile.is_zipfile(path):
+        raise UsageError(f"{path} is not a Keras model (expected a .keras file saved by Keras 3)")
+
+
+def _check_model_argument(args):
+    _check_model_file(args.model)
+
+
+def _load_model(path):
+    """A `.keras` file as a model, or a one-line UsageError saying what the file is not."""
+    _check_model_file(path)
+    import keras
+
+    import keras_sasa.layers  # noqa: F401  (registers the layers for deserialisation)
+
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # Keras raises many types for a corrupt archive.
+        raise UsageError(f"{path} is not a loadable Keras model: {error}") from None
+
+
+def _export(args):
+    from keras_sasa import export
+
+    if args.format == "onnx":
+        try:
+            export.require_onnx()
+        except ImportError as error:
+            raise UsageError(str(error)) from None
+    model = _load_model(args.model)
+    _check_output_parent(args.output)
+    log_path = os.fspath(args.output).rstrip("/\\") + ".log"
+    try:
+        # The exporter and the converter talk at length on stdout and stderr (from C++
+        # too); their words go to a log, and the command says one line.
+        with output_to(log_path):
+            if args.format == "saved_model":
+                export.save_model(model, args.output)
+            elif args.format == "onnx":
+                export.to_onnx(model, args.output)
+            else:
+                export.to_tflite(model, args.output)
+    except (ValueError, TypeError, OSError) as error:
+        raise type(error)(f"{error} (the exporter's log: {log_path})") from None
+    os.remove(log_path)
+    print(f"Wrote {args.format} {args.output}")
+
+
+def _check_output_parent(output):
+    """Creates the directory `--output` goes in; a UsageError naming `output` if it
+    cannot be (else the first file to fail would be the exporter's log, beside it)."""
+    parent = os.path.dirname(os.path.abspath(output))
+    if os.path.isfile(parent):
+        raise UsageError(f"Cannot write --output {output}: {parent} is a file, not a directory.")
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UsageError(f"Cannot write --output {output}: {reason} ({parent}).") from None
+
+
+def add_export_parser(commands):
+    parser = commands.add_parser(
+        "export",
+        help="export a .keras model as a SavedModel, an ONNX file or a builtin-only TFLite file",
+        description=(
+            "Export a Keras model for serving. saved_model: model.export (TF Serving, "
+            "tf.saved_model.load). onnx: model.export(format='onnx') for ONNX Runtime, any "
+            'batch size (needs pip install "keras-sasa[onnx]"); attention layers on the '
+            "extract_patches reference are exported with the blocked implementation. tflite: "
+            "TFLite with the builtin op set only; the attention layers are converted with "
+            "the unrolled implementation and the same weights. onnx and tflite need a "
+            "fixed input height and width."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL.keras")
+    parser.add_argument("--format", required=True, choices=("saved_model", "onnx", "tflite"))
+    parser.add_argument(
+        "--output", required=True, help="SavedModel directory, .onnx or .tflite file to write"
+    )
+    parser.set_defaults(run=_export, check=_check_model_argument)
+
+
+def _attention_map(args):
+    from keras_sasa import visualize
+
+    model = _load_model(args.model)
+    image = visualize.load_image(args.image, model)
+    layer = args.layer or visualize.attention_layer_names(model)[0]
+    if args.grid:
+        figure = visualize.plot_attention_grid(model, image, layer, grid=args.grid)
+    else:
+        figure = visualize.plot_pixel_attention(model, image, layer, args.pixel)
+    visualize.save_figure(figure, args.output)
+    print(f"Wrote {args.output}")
+
+
+def add_attention_map_parser(commands):
+    parser = commands.add_parser(
+        "attention-map",
+        help="draw where a LocalSelfAttention2D layer looks for one pixel, or across the image",
+        description=(
+            "Draw a LocalSelfAttention2D layer's attention on an image: for the query pixel "
+            "--pixel ROW COL (image coordinates, default the centre) each head's weights over "
+            "its window and their mean; with --grid N, the mean weights of N x N query pixels "
+            "spread over the image. IMAGE: .png/.jpg (scaled to 0..1) or .npy (integers "
+            "scaled to 0..1, floats as they are), resized to the model's input size."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL.keras")
+    parser.add_argument("image", metavar="IMAGE")
+    parser.add_argument("--layer", help="attention layer name (default: the first one)")
+    parser.add_argument("--pixel", type=int, nargs=2, metavar=("ROW", "COL"))
+    parser.add_argument(
+        "--grid",
+        type=flags.positive_int,
+        help="grid view of N x N query pixels; N is at most the side of the layer's "
+        "feature map (its input), e.g. 8 for an 8 x 8 image at the first layer",
+    )
+    parser.add_argument("--output", required=True, help="PNG file to write")
+    parser.set_defaults(run=_attention_map, check=_check_model_argument)
