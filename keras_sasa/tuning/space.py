@@ -16,8 +16,10 @@ import math
 import numbers
 from typing import Optional, Tuple
 
-from keras_sasa.models.resnet import _STEM_REDUCTION
-from keras_sasa.models.resnet import STEMS
+from keras_sasa.models import STEMS
+from keras_sasa.models import min_input_size
+from keras_sasa.models import stem_heads
+from keras_sasa.models import stem_reduction
 from keras_sasa.training import recipe
 from keras_sasa.training.config import is_small
 
@@ -32,12 +34,9 @@ DEFAULT_LABEL_SMOOTHING = (0.0, 0.2)
 # Without a learning rate range: this factor either side of the batch's default rate
 # (0.1 per 256 images).
 LEARNING_RATE_FACTOR = 4.0
-SMALL_STEMS = ("attention_small", "conv_small")
-LARGE_STEMS = ("attention", "conv")
-# The attention stem has 4 heads (paper §3.2): its width must be a multiple of 4.
-STEM_HEADS = 4
-# Downsampling of the four groups of a SASA-ResNet after the stem.
-GROUP_REDUCTION = 8
+# The default stems: those without downsampling for small images, the others otherwise.
+SMALL_STEMS = tuple(stem for stem in STEMS if stem_reduction(stem) == 1)
+LARGE_STEMS = tuple(stem for stem in STEMS if stem_reduction(stem) > 1)
 
 CHOICE_FIELDS = (
     "kernel_size",
@@ -152,19 +151,20 @@ class SearchSpace:
         small = is_small(config.image_size)
         stems = self.stem or (SMALL_STEMS if small else LARGE_STEMS)
         for stem in stems:
-            min_size = _STEM_REDUCTION[stem] * GROUP_REDUCTION
+            min_size = min_input_size(stem)
             if config.image_size < min_size:
                 raise ValueError(
                     f"Invalid value for `stem`: the {stem!r} stem and the four groups "
                     f"downsample by {min_size}, more than the {config.image_size}-pixel "
                     f"images allow. Received stem={stems}."
                 )
-            if stem.startswith("attention"):
+            heads = stem_heads(stem)
+            if heads is not None:
                 for width in self.base_width:
-                    if width % STEM_HEADS:
+                    if width % heads:
                         raise ValueError(
                             f"Invalid value for `base_width`: the {stem!r} stem has "
-                            f"{STEM_HEADS} heads, which must divide the width. Received "
+                            f"{heads} heads, which must divide the width. Received "
                             f"base_width={self.base_width}."
                         )
         learning_rate = self.learning_rate
