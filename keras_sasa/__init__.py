@@ -72,7 +72,7 @@ def __dir__():
 
 if not _starting_command_line():
     # Keras, the layers (registered for keras.saving), the ops and the model builders.
-    from keras_sasa import layers  # noqa: E402
+    from keras_sasa import layers  # noqa: E402, F401 (registers the layers)
     from keras_sasa import models  # noqa: E402
     from keras_sasa import ops  # noqa: E402
     from keras_sasa.layers import AttentionStem2D  # noqa: E402

@@ -1,16 +1,17 @@
-"""AttentionStem2D: the attention stem with spatially-aware values (paper §3.2, A.1)."""
-
-import inspect
+"""AttentionStem2D and its op: the attention stem with spatially-aware values (paper §3.2,
+A.1)."""
 
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
-from backend import numpy
 import keras_sasa
+import layer_contract
+from backend import call
 from backend import gradients
-from keras_sasa.layers.attention_stem import mixture_weights
+from backend import numpy
+from keras_sasa.ops import stem as stem_ops
 from stem_reference import attention_stem_loops
 from stem_reference import window_members
 
@@ -32,16 +33,54 @@ def _weights(layer):
     return [numpy(getattr(layer, n).value).astype("float64") for n in names]
 
 
+def _random_weights(channels, filters, num_mixtures, kernel_size, seed):
+    """W_Q, W_K, the W_V^m, emb_row, emb_col and the nu_m, in the op's argument order."""
+    rng = np.random.default_rng(seed)
+    shapes = [
+        (channels, filters),
+        (channels, filters),
+        (num_mixtures, channels, filters),
+        (kernel_size, filters),
+        (kernel_size, filters),
+        (num_mixtures, filters),
+    ]
+    return [rng.normal(size=shape).astype("float32") for shape in shapes]
+
+
 @pytest.mark.parametrize("window", ["block", "sliding"])
 @pytest.mark.parametrize(
     "height, width, kernel_size", [(5, 7, 4), (8, 8, 4), (6, 5, 3), (4, 6, 2), (3, 3, 5)]
 )
-def test_matches_numpy_loop_reference(window, height, width, kernel_size):
+def test_op_matches_numpy_loop_reference(window, height, width, kernel_size):
     x = np.random.default_rng(1).normal(size=(2, height, width, 3)).astype("float32")
-    layer = _stem(filters=8, kernel_size=kernel_size, num_heads=2, num_mixtures=3, window=window)
+    weights = _random_weights(3, 8, 3, kernel_size, seed=kernel_size)
+    got = call(
+        stem_ops.attention_stem, [x, *weights], num_heads=2, kernel_size=kernel_size, window=window
+    )
+    assert got.shape == (2, height, width, 2, 4)
+    want = attention_stem_loops(
+        x.astype("float64"),
+        *[w.astype("float64") for w in weights],
+        num_heads=2,
+        kernel_size=kernel_size,
+        window=window,
+    )
+    np.testing.assert_allclose(got.reshape(want.shape), want, atol=1e-5, rtol=0)
+
+
+def test_op_rejects_an_unknown_window():
+    x = np.zeros((1, 4, 4, 3), "float32")
+    with pytest.raises(ValueError, match="window='global'"):
+        stem_ops.attention_stem(x, *_random_weights(3, 8, 2, 4, 0), 2, 4, window="global")
+
+
+@pytest.mark.parametrize("window", ["block", "sliding"])
+def test_layer_matches_numpy_loop_reference(window):
+    x = np.random.default_rng(1).normal(size=(2, 5, 7, 3)).astype("float32")
+    layer = _stem(filters=8, kernel_size=4, num_heads=2, num_mixtures=3, window=window)
     got = numpy(layer(x))
     want = attention_stem_loops(
-        x.astype("float64"), *_weights(layer), num_heads=2, kernel_size=kernel_size, window=window
+        x.astype("float64"), *_weights(layer), num_heads=2, kernel_size=4, window=window
     )
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
@@ -60,8 +99,8 @@ def test_unscaled_logits_match_reference(window):
 def test_sliding_window_offsets_follow_conv2d_same_padding():
     # k = 4: rows/columns -1..+2 around the pixel; k = 3: centred.
     assert [a for a, _, _, _ in window_members(5, 5, 20, 20, 4, "sliding")][::4] == [4, 5, 6, 7]
-    assert keras_sasa.layers.attention_stem.window_offsets(4) == [-1, 0, 1, 2]
-    assert keras_sasa.layers.attention_stem.window_offsets(3) == [-1, 0, 1]
+    assert stem_ops.sliding_window_offsets(4) == [-1, 0, 1, 2]
+    assert stem_ops.sliding_window_offsets(3) == [-1, 0, 1]
 
 
 @pytest.mark.parametrize("window", ["block", "sliding"])
@@ -100,7 +139,7 @@ def test_block_window_is_aligned_with_the_max_pool():
 def test_mixture_weights_are_a_softmax_over_components_per_position():
     rng = np.random.default_rng(5)
     row, col, nu = rng.normal(size=(4, 6)), rng.normal(size=(4, 6)), rng.normal(size=(3, 6))
-    p = numpy(mixture_weights(row, col, nu))
+    p = numpy(stem_ops.mixture_weights(row, col, nu))
     assert p.shape == (4, 4, 3)
     logits = np.einsum("abd,md->abm", row[:, None] + col[None, :], nu)
     want = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
@@ -116,7 +155,7 @@ def test_value_depends_on_position_in_the_window():
     np.testing.assert_allclose(y, np.broadcast_to(y[0, 0], y.shape), atol=1e-6)
     # ...which is the mean over the 16 positions of the mixed values, not a single W_V x.
     wq, wk, wv, row, col, nu = _weights(layer)
-    p = numpy(mixture_weights(row, col, nu))
+    p = numpy(stem_ops.mixture_weights(row, col, nu))
     mixed = np.einsum("abm,mcf->abcf", p, wv)
     np.testing.assert_allclose(y[0, 0], np.ones(3) @ mixed.mean((0, 1)), atol=1e-5)
     assert np.abs(np.ones(3) @ (mixed[0, 0] - mixed[3, 3])).max() > 1e-3
@@ -179,10 +218,7 @@ def test_paper_stem_shapes_224_to_56():
     ],
 )
 def test_invalid_arguments_name_the_argument(kwargs, error, fragment):
-    name = fragment.split("=")[0]
-    with pytest.raises(error, match=f"`{name}`") as info:
-        keras_sasa.AttentionStem2D(**kwargs)
-    assert fragment in str(info.value)
+    layer_contract.assert_rejects(keras_sasa.AttentionStem2D, kwargs, error, fragment)
 
 
 def test_build_rejects_wrong_rank_and_unknown_channels():
@@ -209,41 +245,23 @@ def test_get_config_has_every_argument_and_round_trips():
         embedding_constraint="non_neg",
         name="stem",
     )
-    config = layer.get_config()
-    arguments = set(inspect.signature(keras_sasa.AttentionStem2D.__init__).parameters)
-    assert arguments - {"self", "kwargs"} <= set(config)
-    clone = keras_sasa.AttentionStem2D.from_config(config)
-    assert clone.get_config() == config
+    config = layer_contract.assert_config_round_trips(layer)
     assert config["embedding_initializer"]["config"]["stddev"] == 0.5
 
 
 def test_keras_file_round_trip_in_safe_mode(tmp_path):
-    inputs = keras.Input((None, None, 3))
-    outputs = _stem(filters=8, num_heads=2, window="sliding", strides=2)(inputs)
-    model = keras.Model(inputs, keras.layers.BatchNormalization()(outputs))
+    layer = _stem(filters=8, num_heads=2, window="sliding", strides=2, name="stem")
     x = np.random.default_rng(7).normal(size=(2, 9, 10, 3)).astype("float32")
-    path = str(tmp_path / "stem.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    assert isinstance(loaded.layers[1], keras_sasa.AttentionStem2D)
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    layer_contract.assert_keras_file_round_trips(layer, x, tmp_path / "stem.keras")
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 @pytest.mark.parametrize("window", ["block", "sliding"])
 def test_mixed_precision(policy, window):
     x = np.random.default_rng(8).normal(size=(2, 8, 8, 3)).astype("float32")
-    reference = _stem(filters=8, num_heads=2, window=window)
-    want = numpy(reference(x))
-    keras.mixed_precision.set_global_policy(policy)
-    layer = _stem(filters=8, num_heads=2, window=window)
-    layer.build(x.shape)
-    layer.set_weights(reference.get_weights())
-    got = layer(x)
-    assert all(w.dtype == "float32" for w in layer.weights)
-    assert keras.backend.standardize_dtype(got.dtype) == policy.split("_")[1]
-    got = numpy(keras.ops.cast(got, "float32"))
-    np.testing.assert_allclose(got, want, atol=0.05 * np.abs(want).max())
+    layer_contract.assert_mixed_precision(
+        lambda: _stem(filters=8, num_heads=2, window=window), x, policy, atol=0.05, relative=True
+    )
 
 
 def test_float16_logits_do_not_overflow():
@@ -258,12 +276,15 @@ def test_float16_logits_do_not_overflow():
 
 @pytest.mark.parametrize("window", ["block", "sliding"])
 def test_jit_compiled_model_matches_eager_and_trains(window):
-    x = np.random.default_rng(9).normal(size=(4, 8, 8, 3)).astype("float32")
-    y = np.random.default_rng(10).normal(size=(4, 8)).astype("float32")
-    inputs = keras.Input((8, 8, 3))
-    h = _stem(filters=8, num_heads=2, window=window)(inputs)
-    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(h))
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=True)
-    np.testing.assert_allclose(model.predict(x, verbose=0), numpy(model(x)), atol=1e-5)
-    losses = model.fit(x, y, epochs=3, verbose=0).history["loss"]
-    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    x = np.random.default_rng(9).normal(size=(8, 8, 8, 3)).astype("float32")
+    y = np.random.default_rng(10).normal(size=(8, 8)).astype("float32")
+    layer_contract.assert_compiles_and_trains(
+        _stem(filters=8, num_heads=2, window=window),
+        x,
+        y,
+        units=8,
+        loss="mse",
+        optimizer=keras.optimizers.SGD(0.1),
+        epochs=3,
+        max_ratio=1.0,
+    )

@@ -16,6 +16,7 @@ OTHER = "jax" if BACKEND == "tensorflow" else "tensorflow"
 HERE = pathlib.Path(__file__).resolve().parent
 
 
+@pytest.mark.slow  # A Python process under the other backend.
 def test_keras_files_load_under_the_other_backend_with_the_same_outputs(tmp_path):
     pytest.importorskip(OTHER)
     x = np.random.default_rng(0).normal(size=(2, 12, 12, 3)).astype("float32")

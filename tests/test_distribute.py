@@ -268,6 +268,7 @@ def load_result(out):
     return result, weights
 
 
+@pytest.mark.slow  # Worker processes.
 def test_two_worker_training_matches_one_process(tmp_path, digits_dir, single_device_result):
     processes, outs = start_workers(digits_dir, str(tmp_path / "backup"), str(tmp_path))
     wait_for(processes, outs, time.monotonic() + WORKER_TIMEOUT_S)
@@ -282,6 +283,7 @@ def test_two_worker_training_matches_one_process(tmp_path, digits_dir, single_de
         np.testing.assert_allclose(result["loss"], losses, atol=TOLERANCE)
 
 
+@pytest.mark.slow  # Worker processes.
 def test_killed_two_worker_job_resumes_after_the_last_backed_up_epoch(
     tmp_path, digits_dir, single_device_result
 ):

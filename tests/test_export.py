@@ -1,7 +1,5 @@
 """Export for serving: SavedModel and builtin-only TFLite give Keras's numbers; the CLI."""
 
-import os
-import subprocess
 import sys
 
 import keras
@@ -183,28 +181,3 @@ def test_cli_export_rejects_a_missing_file(tmp_path, capsys):
     path = tmp_path / "missing.keras"
     assert cli.main(["export", str(path), "--format", "saved_model", "--output", "x"]) != 0
     assert capsys.readouterr().err == f"error: no such model file: {path}\n"
-
-
-def run_cli(args):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # keras_sasa's parent
-    return subprocess.run(
-        [sys.executable, "-m", "keras_sasa", *args],
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=root),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-
-def test_cli_export_to_a_path_inside_a_file_names_the_output(model_file, tmp_path):
-    regular_file = tmp_path / "file"
-    regular_file.write_text("")
-    output = regular_file / "m.tflite"
-    result = run_cli(["export", str(model_file), "--format", "tflite", "--output", str(output)])
-    assert result.returncode == 2
-    message = result.stderr.splitlines()[-1]
-    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [message]
-    assert message == (
-        f"error: Cannot write --output {output}: {regular_file} is a file, not a directory."
-    )
-    assert ".log" not in message

@@ -15,6 +15,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEAVY = ("tensorflow", "tensorflow_datasets", "keras_tuner")
 
+pytestmark = pytest.mark.slow
+
 
 def run(args, backend="tensorflow", timeout=300, **env_changes):
     env = dict(os.environ, KERAS_BACKEND=backend)

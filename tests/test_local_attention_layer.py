@@ -1,6 +1,5 @@
 """LocalSelfAttention2D: the paper's equation, borders, receptive field, Keras contract."""
 
-import inspect
 import math
 
 import keras
@@ -9,9 +8,9 @@ import pytest
 from keras import ops
 
 import keras_sasa
-from backend import gradients
-from backend import jit
+import layer_contract
 from backend import dtype
+from backend import gradients
 from backend import numpy
 from backend import run
 from keras_sasa import LocalSelfAttention2D
@@ -166,35 +165,24 @@ def test_unknown_spatial_sizes_in_functional_model():
         np.testing.assert_allclose(out, layer_by_loops(layer, x), atol=1e-5)
 
 
-def test_sequential_and_fit_with_xla():
+def test_xla_compiled_model_matches_eager_and_trains():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            LocalSelfAttention2D(8, kernel_size=3, num_heads=2, strides=2),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(3),
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(0.01),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
-    )
     x = random_images((32, 8, 8, 1))
     y = (x.mean(axis=(1, 2, 3)) > 0).astype("int32") + (x[:, 0, 0, 0] > 1)
-    before = model.evaluate(x, y, verbose=0)
-    history = model.fit(x, y, epochs=15, batch_size=8, verbose=0)
-    assert np.isfinite(history.history["loss"]).all()
-    assert model.evaluate(x, y, verbose=0) < 0.8 * before
-    eager = numpy(model(x))
-    compiled = numpy(jit(model.__call__)(x))
-    np.testing.assert_allclose(compiled, eager, atol=1e-5)
+    layer_contract.assert_compiles_and_trains(
+        LocalSelfAttention2D(8, kernel_size=3, num_heads=2, strides=2),
+        x,
+        y,
+        units=3,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer=keras.optimizers.Adam(0.01),
+        epochs=15,
+        max_ratio=0.8,
+    )
 
 
 def test_saves_and_loads_in_safe_mode(tmp_path):
-    inputs = keras.Input((None, None, 3))
-    outputs = LocalSelfAttention2D(
+    layer = LocalSelfAttention2D(
         8,
         kernel_size=5,
         num_heads=2,
@@ -206,52 +194,30 @@ def test_saves_and_loads_in_safe_mode(tmp_path):
         kernel_regularizer=keras.regularizers.L2(1e-4),
         embedding_initializer=keras.initializers.RandomNormal(stddev=0.3),
         name="sasa",
-    )(inputs)
-    model = keras.Model(inputs, outputs)
-    path = tmp_path / "model.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
+    )
     x = random_images((2, 9, 7, 3))
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
-    assert loaded.get_layer("sasa").get_config() == model.get_layer("sasa").get_config()
+    layer_contract.assert_keras_file_round_trips(layer, x, tmp_path / "model.keras")
 
 
 def test_config_holds_every_argument():
     layer = LocalSelfAttention2D(8, 3, 4, embedding_constraint=keras.constraints.NonNeg())
-    config = layer.get_config()
-    arguments = set(inspect.signature(LocalSelfAttention2D.__init__).parameters) - {
-        "self",
-        "kwargs",
-    }
-    assert arguments <= set(config)
-    clone = LocalSelfAttention2D.from_config(config)
-    assert clone.get_config() == config
-    assert keras.saving.get_registered_name(LocalSelfAttention2D) == (
-        "keras_sasa>LocalSelfAttention2D"
-    )
+    layer_contract.assert_config_round_trips(layer)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision(policy):
     x = random_images((1, 9, 9, 4))
-    reference = LocalSelfAttention2D(8, 5, 2)
-    expected = numpy(reference(x))
-    keras.mixed_precision.set_global_policy(policy)
-    layer = LocalSelfAttention2D(8, 5, 2)
-    layer.build(x.shape)
-    layer.set_weights(reference.get_weights())
-    assert all(w.dtype == "float32" for w in layer.weights)
-    out = layer(x)
-    assert dtype(out) == keras.mixed_precision.global_policy().compute_dtype
     tolerance = 0.05 if policy == "mixed_float16" else 0.3
-    np.testing.assert_allclose(numpy(out).astype("float32"), expected, atol=tolerance)
+    layer = layer_contract.assert_mixed_precision(
+        lambda: LocalSelfAttention2D(8, 5, 2), x, policy, atol=tolerance
+    )
     # Logits of this size overflow float16 (max 65504); softmax in float32 stays finite.
     huge = layer(x * 300.0)
     assert np.isfinite(numpy(huge).astype("float32")).all()
 
 
 @pytest.mark.parametrize(
-    "kwargs, error, match",
+    "kwargs, error, fragment",
     [
         ({"filters": 0}, ValueError, "filters=0"),
         ({"filters": -4}, ValueError, "filters=-4"),
@@ -268,10 +234,9 @@ def test_mixed_precision(policy):
         ({"use_bias": "yes"}, TypeError, "use_bias='yes'"),
     ],
 )
-def test_bad_arguments_fail_at_construction(kwargs, error, match):
+def test_bad_arguments_fail_at_construction(kwargs, error, fragment):
     arguments = {"filters": 8, "kernel_size": 3, "num_heads": 2, **kwargs}
-    with pytest.raises(error, match=match):
-        LocalSelfAttention2D(**arguments)
+    layer_contract.assert_rejects(LocalSelfAttention2D, arguments, error, fragment)
 
 
 def test_bad_input_rank_names_the_shape():

@@ -4,12 +4,21 @@ import keras
 import numpy as np
 import pytest
 
+from backend import BACKEND
 from backend import numpy
 import keras_sasa
 from keras_sasa import models
 from keras_sasa.models import paper
 
 # --- Parameter counts and FLOPs against the paper (224 x 224, 1000 classes) -----------------
+
+
+def builds_paper_models(test):
+    """Marks a test that builds the paper's 224 x 224 ResNets slow. Parameters and FLOPs are
+    shape arithmetic, the same on every backend: they are counted under TensorFlow only."""
+    on_tensorflow = pytest.mark.skipif(BACKEND != "tensorflow", reason="the same on every backend")
+    return pytest.mark.slow(on_tensorflow(test))
+
 
 # Paper, Table 1: (GFLOPs, params in millions).
 TABLE_1 = {
@@ -36,24 +45,28 @@ TABLE_3 = {
 }
 
 
+@builds_paper_models
 @pytest.mark.parametrize("depth, stem, stages", list(TABLE_1))
 def test_param_count_matches_table_1(depth, stem, stages):
     params, _ = paper.measure(depth, stem, stages)
     assert params / 1e6 == pytest.approx(TABLE_1[depth, stem, stages][1], rel=0.015)
 
 
+@builds_paper_models
 @pytest.mark.parametrize("stages", list(TABLE_3))
 def test_param_count_matches_table_3(stages):
     params, _ = paper.measure("ResNet-50", "conv", stages)
     assert params / 1e6 == pytest.approx(TABLE_3[stages][1], rel=0.015)
 
 
+@builds_paper_models
 @pytest.mark.parametrize("stages", list(TABLE_3))
 def test_flops_with_conv_stem_are_within_2_percent_of_table_3(stages):
     _, flops = paper.measure("ResNet-50", "conv", stages)
     assert flops / 1e9 == pytest.approx(TABLE_3[stages][0], rel=0.02)
 
 
+@builds_paper_models
 @pytest.mark.parametrize("depth, stem, stages", list(TABLE_1))
 def test_flops_are_close_to_table_1(depth, stem, stages):
     """Conv stems within 2%. The attention stem over 4x4 blocks (one mixed value per
@@ -66,6 +79,7 @@ def test_flops_are_close_to_table_1(depth, stem, stages):
         assert 0.0 < paper_flops - flops / 1e9 < 0.3
 
 
+@builds_paper_models
 def test_paper_table_prints_paper_and_computed_numbers():
     text = paper.paper_table()
     params, flops = paper.measure("ResNet-50", "attention", (1, 2, 3, 4))
@@ -266,17 +280,28 @@ def test_layer_names_follow_keras_applications():
 @pytest.mark.parametrize(
     "stem, size, stem_output",
     [
-        ("attention", 64, (16, 16, 8)),
-        ("conv", 64, (16, 16, 8)),
-        ("attention_small", 16, (16, 16, 8)),
-        ("conv_small", 16, (16, 16, 8)),
+        ("attention", 32, (8, 8, 8)),
+        ("conv", 32, (8, 8, 8)),
+        ("attention_small", 8, (8, 8, 8)),
+        ("conv_small", 8, (8, 8, 8)),
     ],
 )
-def test_stem_downsampling(stem, size, stem_output):
+def test_stem_downsampling_at_the_smallest_input(stem, size, stem_output):
+    assert models.min_input_size(stem) == size
+    assert models.stem_reduction(stem) == size // stem_output[0]
+    assert models.min_input_size(stem, (1, 1, 1, 1)) == models.stem_reduction(stem)
     model = _tiny(stem=stem, size=size)
     last_stem_layer = [l for l in model.layers if l.name.startswith(("conv1_", "pool1_"))][-1]
     assert last_stem_layer.output.shape[1:] == stem_output
-    assert model.get_layer("conv5_block1_out").output.shape[1:3] == (stem_output[0] // 8,) * 2
+    assert model.get_layer("conv5_block1_out").output.shape[1:3] == (1, 1)
+    heads = [l.num_heads for l in model.layers if isinstance(l, keras_sasa.AttentionStem2D)]
+    assert heads == ([] if models.stem_heads(stem) is None else [models.stem_heads(stem)])
+
+
+def test_stem_facts_reject_an_unknown_stem():
+    for fact in (models.stem_reduction, models.stem_heads, models.min_input_size):
+        with pytest.raises(ValueError, match="stem='patchify'"):
+            fact("patchify")
 
 
 def test_include_top_false_and_pooling():

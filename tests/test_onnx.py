@@ -1,8 +1,5 @@
-"""ONNX export: ONNX Runtime gives Keras's numbers at any batch size; the CLI and its errors."""
-
-import os
-import subprocess
-import sys
+"""ONNX export: ONNX Runtime gives Keras's numbers at any batch size; what cannot export is
+refused. (The export command writing ONNX files: test_cli.py.)"""
 
 import numpy as np
 import onnxruntime
@@ -11,8 +8,6 @@ import pytest
 import keras_sasa
 from keras_sasa import export
 from test_export import small_model
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def images(batch, shape, seed=0):
@@ -57,52 +52,3 @@ def test_to_onnx_rejects_what_does_not_export(tmp_path):
     with pytest.raises(ValueError, match=r"fixed input height and width.*\(None, None, None, 3\)"):
         export.to_onnx(small_model("blocked", (None, None, 3)), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
-
-
-def command_env(**extra):
-    """The user's environment, with this checkout first on the path and without the test
-    set-up's TF_CPP_MIN_LOG_LEVEL (a user who did not set it)."""
-    env = dict(os.environ, **extra)
-    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [p for p in (extra.get("PYTHONPATH"), REPO, os.environ.get("PYTHONPATH")) if p]
-    )
-    return env
-
-
-def test_export_command_writes_an_onnx_file(tmp_path):
-    model = small_model("reference")
-    model.save(tmp_path / "model.keras")
-    output = tmp_path / "model.onnx"
-    done = subprocess.run(
-        [sys.executable, "-m", "keras_sasa", "export", str(tmp_path / "model.keras"),
-         "--format", "onnx", "--output", str(output)],
-        env=command_env(), capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == f"Wrote onnx {output}\n"
-    assert not os.path.exists(f"{output}.log")  # The exporter's log goes once it succeeded.
-    x = images(2, (12, 12, 3), seed=3)
-    np.testing.assert_allclose(run_onnx(output, x)[0], np.asarray(model(x)), atol=1e-4)
-
-
-def test_export_command_says_what_to_install_without_tf2onnx(tmp_path):
-    # A tf2onnx that cannot be imported, as where the package is not installed.
-    shadow = tmp_path / "shadow"
-    shadow.mkdir()
-    (shadow / "tf2onnx.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'tf2onnx'\", name='tf2onnx')\n"
-    )
-    small_model("blocked").save(tmp_path / "model.keras")
-    done = subprocess.run(
-        [sys.executable, "-m", "keras_sasa", "export", str(tmp_path / "model.keras"),
-         "--format", "onnx", "--output", str(tmp_path / "model.onnx")],
-        env=command_env(PYTHONPATH=str(shadow)), capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 2
-    assert done.stdout == ""
-    assert done.stderr == (
-        "error: ONNX export needs the tf2onnx package, which is not installed: "
-        'pip install "keras-sasa[onnx]"\n'
-    )
-    assert not (tmp_path / "model.onnx").exists()

@@ -416,3 +416,13 @@ def test_hyperband_and_bayesian_searches_run_and_rank_their_trials(tuner, digits
     assert results["best_score"] == max(scores)
     stored = json.load(open(tmp_path / tuner / tuning.RESULTS_FILE))
     assert stored["best_hyperparameters"] == results["best_hyperparameters"]
+
+
+def test_the_search_spaces_default_stems_are_the_models_stems_by_downsampling():
+    from keras_sasa.models import STEMS
+    from keras_sasa.models import stem_reduction
+
+    from keras_sasa.tuning import space
+
+    assert space.SMALL_STEMS == tuple(s for s in STEMS if stem_reduction(s) == 1)
+    assert space.LARGE_STEMS == tuple(s for s in STEMS if stem_reduction(s) > 1)

@@ -1,9 +1,5 @@
 """Attention maps: the weights drawn per pixel and per grid, and the attention-map command."""
 
-import os
-import subprocess
-import sys
-
 import keras
 import matplotlib.image
 import numpy as np
@@ -194,63 +190,3 @@ def test_pixel_map_of_a_loaded_functional_model_matches_the_in_memory_one(model_
     features = keras.Model(loaded.inputs, loaded.get_layer("pool").output)(image()[None])
     _, scores = loaded.get_layer("attn2")(features, return_attention_scores=True)
     np.testing.assert_allclose(maps[:, 3, 2], np.asarray(scores)[0, 5, 0, :, 1, 3], atol=1e-7)
-
-
-def test_attention_map_command_on_a_sequential_model_file(tmp_path):
-    sequential_model().save(tmp_path / "sequential.keras")
-    np.save(tmp_path / "image.npy", image())
-    output = tmp_path / "map.png"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # keras_sasa's parent
-    argv = ["attention-map", str(tmp_path / "sequential.keras"), str(tmp_path / "image.npy")]
-    result = subprocess.run(
-        [sys.executable, "-m", "keras_sasa", *argv, "--output", str(output)],
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=root),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert output.read_bytes()[:8] == PNG_SIGNATURE
-
-
-# The command's messages name what is wrong.
-
-
-def run_cli(args):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # keras_sasa's parent
-    result = subprocess.run(
-        [sys.executable, "-m", "keras_sasa", *args],
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=root),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    # TensorFlow's C++ start-up lines aside, a refusal is one line: the last.
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    return result, errors
-
-
-def test_attention_map_command_names_a_corrupt_image(model_file, tmp_path):
-    source = tmp_path / "broken.png"
-    source.write_bytes(PNG_SIGNATURE + b"not the rest of a PNG")
-    result, errors = run_cli(["attention-map", str(model_file), str(source), "--output", "x.png"])
-    assert result.returncode == 2
-    assert errors == [result.stderr.splitlines()[-1]]
-    assert f"Cannot read {source} as an image" in errors[0]
-    assert "BytesIO" not in errors[0]
-
-
-def test_attention_map_grid_is_bounded_by_the_feature_map(model_file, tmp_path):
-    source = tmp_path / "image.npy"
-    np.save(source, image())
-    output = tmp_path / "grid.png"
-    argv = ["attention-map", str(model_file), str(source), "--output", str(output)]
-    result, errors = run_cli([*argv, "--layer", "attn2", "--grid", "50"])
-    assert result.returncode == 2 and not output.exists()
-    assert errors == [
-        "error: Invalid value for argument `grid`. Expected at most 6, the side of the 6x6 "
-        "feature map the attention layer works on. Received: grid=50"
-    ]
-    # The largest grid: one query per feature pixel.
-    figure = visualize.plot_attention_grid(small_model(), image(), "attn2", grid=6)
-    assert len(figure.axes) == 36

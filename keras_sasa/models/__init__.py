@@ -7,6 +7,10 @@ from keras_sasa.models.resnet import SASAResNet38
 from keras_sasa.models.resnet import SASAResNet50
 from keras_sasa.models.resnet import SASAResNet101
 from keras_sasa.models.resnet import SASAResNet152
+from keras_sasa.models.resnet import STEMS
+from keras_sasa.models.resnet import min_input_size
+from keras_sasa.models.resnet import stem_heads
+from keras_sasa.models.resnet import stem_reduction
 
 # Used by the command line: model name -> builder.
 MODELS = {
@@ -25,5 +29,9 @@ __all__ = [
     "SASAResNet50",
     "SASAResNet101",
     "SASAResNet152",
+    "STEMS",
     "count_flops",
+    "min_input_size",
+    "stem_heads",
+    "stem_reduction",
 ]

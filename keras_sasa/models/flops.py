@@ -56,9 +56,8 @@ def _local_self_attention(layer):
     q.r is counted as the paper's eq. 3 writes it, once per window position (k*k*F). A
     factorized implementation needs only k*F (each head's row and column halves against
     the k row and k column offsets, then broadcast-added), but the paper's FLOPs follow
-    the literal count: with it, the conv-stem models of its Tables 1 and 3 come within
-    1.1% of the paper's figures (and Table 6's q.r-only model within 1%); with k*F they
-    come out 2-3% low.
+    the literal count (tests/test_models.py compares both tables; the figures are in
+    benchmarks/results/notes.md).
     """
     shape = layer.input.shape
     channels, filters, k = shape[-1], layer.filters, layer.kernel_size

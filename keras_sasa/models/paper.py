@@ -81,7 +81,7 @@ def _header(title):
 def paper_table():
     """The paper's Tables 1 and 3 beside this package's parameter counts and FLOPs.
 
-    Builds the 15 models involved (a few seconds each on a CPU; no forward pass).
+    Builds the 15 models involved (no forward pass).
 
     Returns:
         The tables as a printable string.

@@ -19,10 +19,34 @@ from keras_sasa.layers.local_attention import LocalSelfAttention2D
 STEMS = ("attention", "conv", "attention_small", "conv_small")
 POOLINGS = (None, "avg", "max")
 EXPANSION = 4
-# Spatial reduction of each stem, and the input edge keras.applications-style defaults use.
+# Per stem: its spatial reduction, the heads of its attention layer (4 in the paper, §3.2;
+# None for a convolution) and the input edge keras.applications-style defaults use.
 _STEM_REDUCTION = {"attention": 4, "conv": 4, "attention_small": 1, "conv_small": 1}
+_STEM_HEADS = {"attention": 4, "conv": None, "attention_small": 4, "conv_small": None}
 _DEFAULT_SIZE = {"attention": 224, "conv": 224, "attention_small": 32, "conv_small": 32}
 _BN_EPSILON = 1.001e-5
+
+
+def stem_reduction(stem):
+    """The factor by which `stem` shrinks height and width: 4 for `"attention"` and
+    `"conv"` (224 -> 56), 1 for `"attention_small"` and `"conv_small"`."""
+    return _STEM_REDUCTION[check.one_of("stem", stem, STEMS)]
+
+
+def stem_heads(stem):
+    """The number of heads of `stem`'s `AttentionStem2D`, which must divide `base_width`;
+    None for the convolution stems."""
+    return _STEM_HEADS[check.one_of("stem", stem, STEMS)]
+
+
+def min_input_size(stem, stackwise_strides=(1, 2, 2, 2)):
+    """The smallest height and width a `SASAResNet` with `stem` and these group strides
+    accepts: the total downsampling (32 for the 4x stems and four groups, 8 for the small
+    stems)."""
+    size = stem_reduction(stem)
+    for strides in stackwise_strides:
+        size *= check.positive_int("stackwise_strides", strides)
+    return size
 
 
 def _batch_norm(name):
@@ -42,7 +66,9 @@ def _stem(x, stem, width):
     if stem == "attention":
         # The paper (§4.1): attention within each 4x4 block of the image, batch norm, and
         # a 4x4 max pool over the same blocks (224 -> 56). No ReLU is mentioned.
-        x = AttentionStem2D(width, kernel_size=4, num_heads=4, window="block", name="conv1_attn")(x)
+        x = AttentionStem2D(
+            width, kernel_size=4, num_heads=_STEM_HEADS[stem], window="block", name="conv1_attn"
+        )(x)
         x = _batch_norm("conv1_bn")(x)
         return keras.layers.MaxPooling2D(4, name="pool1_pool")(x)
     if stem == "conv_small":
@@ -51,7 +77,9 @@ def _stem(x, stem, width):
         return keras.layers.Activation("relu", name="conv1_relu")(x)
     # attention_small: the attention stem without the pool; a centred 3x3 sliding window,
     # the receptive field of conv_small's convolution.
-    x = AttentionStem2D(width, kernel_size=3, num_heads=4, window="sliding", name="conv1_attn")(x)
+    x = AttentionStem2D(
+        width, kernel_size=3, num_heads=_STEM_HEADS[stem], window="sliding", name="conv1_attn"
+    )(x)
     return _batch_norm("conv1_bn")(x)
 
 
@@ -225,9 +253,7 @@ def SASAResNet(
     if include_top:
         check.positive_int("classes", classes)
     weights = _check_weights(weights)
-    min_size = _STEM_REDUCTION[stem]
-    for s in stackwise_strides:
-        min_size *= check.positive_int("stackwise_strides", s)
+    min_size = min_input_size(stem, stackwise_strides)
     input_shape = _input_shape(input_shape, input_tensor, include_top, stem, min_size)
     attention_args = {
         "kernel_size": kernel_size,

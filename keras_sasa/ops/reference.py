@@ -3,8 +3,8 @@ pixel's window. Slow and memory-hungry; it is the oracle the fast path is tested
 (Ramachandran et al. 2019, eq. 2-3, written as directly as the backend allows).
 
 The windows come from `tf.image.extract_patches` on TensorFlow and from one gather on the
-other backends. (`keras.ops.image.extract_patches` is a dense convolution
-with a (k*k*C)^2 identity kernel, tens of times slower: it is never used.)
+other backends. (`keras.ops.image.extract_patches` is a dense convolution with a
+(k*k*C)^2 identity kernel, k*k*C times the work of a copy: it is never used.)
 """
 
 import keras

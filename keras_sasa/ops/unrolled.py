@@ -80,7 +80,7 @@ def local_attention_unrolled(
     if (row_embeddings is None) != (column_embeddings is None):
         raise ValueError(
             "Arguments `row_embeddings` and `column_embeddings` must both be tensors or both "
-            f"be None. Received row_embeddings={row_embeddings!r}, "
+            f"be None. Received: row_embeddings={row_embeddings!r}, "
             f"column_embeddings={column_embeddings!r}"
         )
     shape = ops.shape(query)

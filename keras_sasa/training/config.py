@@ -40,12 +40,12 @@ LARGE_IMAGE_DEFAULTS = {
 # Small images: the stem, window and heads are the best trial of a search with
 # `python -m keras_sasa tune` on digits (benchmarks/digits_search.sh; its settings and
 # ranked trials are in benchmarks/results/digits_search/): the conv stem gives the
-# attention body features to attend with (the attention stem's trials scored 79-91%,
-# the conv stem's 96-98%). The window is 3 x 3: on the 8 x 8 and 4 x 4 maps of digits
-# it already spans most of the map, and over three seeds on the held-out split it tied
-# with 7 x 7 while learning faster and fitting the training set better
-# (benchmarks/digits_window_selection.sh). `SASAResNet` cuts a window to what a small
-# map reaches (1 x 1 on group 4's 1 x 1 map).
+# attention body features to attend with, and every conv-stem trial beat every
+# attention-stem one. The window is 3 x 3: on the 8 x 8 and 4 x 4 maps of digits it
+# already spans most of the map, and over three seeds on the held-out split it tied with
+# 7 x 7 while learning faster and fitting the training set better
+# (benchmarks/digits_window_selection.sh, digits_window_quarter.sh). `SASAResNet` cuts a
+# window to what a small map reaches (1 x 1 on group 4's 1 x 1 map).
 SMALL_IMAGE_DEFAULTS = {
     "stem": "conv_small",
     "kernel_size": 3,

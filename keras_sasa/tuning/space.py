@@ -30,12 +30,11 @@ DEFAULT_LABEL_SMOOTHING = (0.0, 0.2)
 # Without a learning rate range: this factor either side of the batch's default rate
 # (0.1 per 256 images).
 LEARNING_RATE_FACTOR = 4.0
+# The default stems: those without downsampling (`models.stem_reduction` 1) for small
+# images, the others otherwise. Spelled out so that `tune --help` needs no Keras; a test
+# checks them against the models.
 SMALL_STEMS = ("attention_small", "conv_small")
 LARGE_STEMS = ("attention", "conv")
-# The attention stem has 4 heads (paper §3.2): its width must be a multiple of 4.
-STEM_HEADS = 4
-# Downsampling of the four groups of a SASA-ResNet after the stem.
-GROUP_REDUCTION = 8
 
 CHOICE_FIELDS = (
     "kernel_size",
@@ -212,12 +211,15 @@ class SearchSpace:
             ValueError: a stem whose downsampling the images are too small for, or an
                 attention stem with a width that its 4 heads do not divide.
         """
-        from keras_sasa.models.resnet import _STEM_REDUCTION
+        # Imported here: the command line builds `tune`'s flags from this module
+        # before Keras is imported.
+        from keras_sasa.models import min_input_size
+        from keras_sasa.models import stem_heads
 
         small = is_small(config.image_size)
         stems = self.stem or (SMALL_STEMS if small else LARGE_STEMS)
         for stem in stems:
-            min_size = _STEM_REDUCTION[stem] * GROUP_REDUCTION
+            min_size = min_input_size(stem)
             if config.image_size < min_size:
                 raise validation.error(
                     "stem",
@@ -225,13 +227,14 @@ class SearchSpace:
                     f"Expected stems that {config.image_size}-pixel images allow: the {stem!r} "
                     f"stem and the four groups downsample by {min_size}",
                 )
-            if stem.startswith("attention"):
+            heads = stem_heads(stem)
+            if heads is not None:
                 for width in self.base_width:
-                    if width % STEM_HEADS:
+                    if width % heads:
                         raise validation.error(
                             "base_width",
                             self.base_width,
-                            f"Expected widths that the {stem!r} stem's {STEM_HEADS} heads divide",
+                            f"Expected widths that the {stem!r} stem's {heads} heads divide",
                         )
         learning_rate = self.learning_rate
         if learning_rate is None:
