@@ -1,5 +1,5 @@
-# The blocked implementation as on main before issue 15 (git show 079e2e0:keras_sasa/ops/blocked.py),
-# kept callable for same-process A/B benchmarks (benchmarks/ab_blocked.py, profile_layer.py).
+# The blocked implementation as on main before issue 15 (git show 079e2e0:<path>),
+# keras_sasa/ops/blocked.py, kept callable for same-process A/B runs (benchmarks/ab_*.py).
 """Exact local attention by blocks of queries, in `keras.ops` (every backend).
 
 The queries are cut into b x b blocks; each block attends to its (b + k - 1)^2 memory

@@ -27,13 +27,17 @@ from keras_sasa import benchmark  # noqa: E402
 from keras_sasa.layers import LocalSelfAttention2D  # noqa: E402
 from keras_sasa.ops import window_attention  # noqa: E402
 
+ELEMENTWISE = ("Add", "Mul", "Sub", "Exp", "Select", "Neg", "Div", "Maximum", "Cast")
 FAMILIES = [
     ("matmuls", ("MatMul", "Einsum", "Conv")),
     ("gather / scatter-add", ("Gather", "SegmentSum", "Scatter")),
     ("softmax (forward kernel)", ("Softmax",)),
     ("transposes and copies", ("Transpose", "Pad", "Slice", "Concat", "Split", "Tile")),
     ("reductions (sums)", ("Sum", "Max")),
-    ("elementwise passes (add, mul, sub, exp, select)", ("Add", "Mul", "Sub", "Exp", "Select", "Neg", "Div", "Maximum", "Cast")),
+    (
+        "elementwise passes (add, mul, sub, exp, select)",
+        ("Add", "Mul", "Sub", "Exp", "Select", "Neg", "Div", "Maximum", "Cast"),
+    ),
 ]
 
 
