@@ -549,6 +549,19 @@ def _bench(args):
 
     import keras
 
+    if args.accelerator:
+        # --quick: a tiny shape and model, which checks the command end to end in seconds.
+        quick = {
+            "shapes": [(2, 14, 32)],
+            "model": ("conv", 32, 2),
+            "model_options": {"base_width": 4, "num_heads": 2},
+        }
+        quick = quick if args.quick else {}
+        jit_modes = (False,) if args.no_jit else (False, True)
+        benchmark.run_accelerators(
+            args.output_dir, jit_modes=jit_modes, repeats=args.repeats, **quick
+        )
+        return
     os.makedirs(args.output_dir, exist_ok=True)
     jit_modes = (False,) if args.no_jit else (False, True)
     if keras.backend.backend() == "jax":
@@ -747,7 +760,7 @@ def _add_export_parser(commands):
         description=(
             "Export a Keras model for serving. saved_model: model.export (TF Serving, "
             "tf.saved_model.load). onnx: model.export(format='onnx') for ONNX Runtime, any "
-            "batch size (needs pip install \"keras-sasa[onnx]\"); attention layers on the "
+            'batch size (needs pip install "keras-sasa[onnx]"); attention layers on the '
             "extract_patches reference are exported with the blocked implementation. tflite: "
             "TFLite with the builtin op set only; the attention layers are converted with "
             "the unrolled implementation and the same weights. onnx and tflite need a "
@@ -835,6 +848,12 @@ def build_parser():
         default=_default_backends(),
         help="Keras backends to measure, e.g. tensorflow,jax (default: tensorflow, and jax "
         "if it is installed); the others than KERAS_BACKEND run in a subprocess",
+    )
+    bench.add_argument(
+        "--accelerator",
+        action="store_true",
+        help="measure every visible GPU/TPU (TensorFlow and JAX; the CPU if none) at the four "
+        "group shapes and a SASA-ResNet-26 step against conv; writes OUTPUT_DIR/<device>.md",
     )
     bench.add_argument("--output-dir", default="benchmark_results")
     bench.set_defaults(run=_bench)
