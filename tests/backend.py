@@ -16,16 +16,24 @@ def dtype(x):
     return keras.backend.standardize_dtype(x.dtype)
 
 
-def gradients(loss_fn, inputs):
-    """The gradients of the scalar `loss_fn(*inputs)` with respect to `inputs`, as NumPy."""
+def gradients(loss_fn, inputs, jit_compile=False):
+    """The gradients of the scalar `loss_fn(*inputs)` with respect to `inputs`, as NumPy.
+
+    `jit_compile=True` runs them under XLA on TensorFlow; JAX always compiles them.
+    """
     inputs = [ops.convert_to_tensor(x) for x in inputs]
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            loss = loss_fn(*inputs)
-        grads = tape.gradient(loss, inputs)
+        def tape_gradients(*inputs):
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                loss = loss_fn(*inputs)
+            return tape.gradient(loss, inputs)
+
+        if jit_compile:
+            tape_gradients = tf.function(tape_gradients, jit_compile=True)
+        grads = tape_gradients(*inputs)
     elif BACKEND == "jax":
         import jax
 

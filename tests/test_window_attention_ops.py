@@ -130,16 +130,33 @@ def test_corner_pixel_puts_no_weight_on_padding():
     assert weights("zeros")[0, 0, 0, 0].reshape(5, 5)[:2].sum() > 0.0
 
 
-def test_gradients_match_reference():
+@pytest.mark.parametrize(
+    "border, dilation_rate, relative, jit_compile",
+    [
+        ("mask", 1, True, False),
+        ("zeros", 2, True, False),
+        ("mask", 1, False, False),
+        ("mask", 2, True, True),
+        ("zeros", 1, False, True),
+    ],
+)
+def test_gradients_match_reference(border, dilation_rate, relative, jit_compile):
+    # The blocked path's hand-written gradient against the reference's autodiff, for every
+    # input: queries, keys, values and (with relative logits) both tables.
     inputs = random_inputs(6, 1, 9, 7, 2, 4, 5)
+    if not relative:
+        inputs = inputs[:3]
 
     def grads(op):
         def loss(*tensors):
-            return ops.sum(ops.sin(op(*tensors, 5, dilation_rate=1, border="mask")))
+            tables = tensors[3:] if relative else (None, None)
+            out = op(*tensors[:3], *tables, 5, dilation_rate=dilation_rate, border=border)
+            return ops.sum(ops.sin(out))
 
-        return gradients(loss, inputs)
+        return gradients(loss, inputs, jit_compile=jit_compile)
 
     fast, reference = grads(wa.local_attention_blocked), grads(wa.local_attention_reference)
+    assert len(fast) == len(inputs)
     for got, expected in zip(fast, reference, strict=True):
         np.testing.assert_allclose(got, expected, atol=1e-5)
 

@@ -60,6 +60,12 @@ def add_bench_parser(commands):
         help="Keras backends to measure, e.g. tensorflow,jax (default: tensorflow, and jax "
         "if it is installed); the others than KERAS_BACKEND run in a subprocess",
     )
+    bench.add_argument(
+        "--accelerator",
+        action="store_true",
+        help="measure every visible GPU/TPU (TensorFlow and JAX; the CPU if none) at the four "
+        "group shapes and a SASA-ResNet-26 step against conv; writes OUTPUT_DIR/<device>.md",
+    )
     bench.add_argument("--output-dir", default="benchmark_results")
     bench.set_defaults(run=_bench)
 
@@ -69,6 +75,21 @@ def _bench(args):
 
     import keras
 
+    if args.accelerator:
+        # --quick: a tiny shape and model, which checks the command end to end in seconds.
+        quick = {
+            "shapes": [(2, 14, 32)],
+            "model": ("conv", 32, 2),
+            "model_options": {"base_width": 4, "num_heads": 2},
+        }
+        jit_modes = (False,) if args.no_jit else (False, True)
+        benchmark.run_accelerators(
+            args.output_dir,
+            jit_modes=jit_modes,
+            repeats=args.repeats,
+            **(quick if args.quick else {}),
+        )
+        return
     os.makedirs(args.output_dir, exist_ok=True)
     jit_modes = (False,) if args.no_jit else (False, True)
     if keras.backend.backend() == "jax":

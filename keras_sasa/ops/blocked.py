@@ -8,6 +8,11 @@ runs through a space-to-batch reshape: a dilated window is a plain window on eac
 dilation**2 interleaved sub-grids. The blocked layout follows tensor2tensor's 2-D local
 attention and timm's HaloAttn, with the exact per-query window of the paper.
 
+The attention of each block has a hand-written gradient (`_attend`) in the form flash
+attention uses: the softmax weights are recomputed in the backward pass instead of kept,
+and the softmax's correction term comes from the output, so the backward pass holds one
+fewer block-logits-sized tensor and makes one fewer pass over it.
+
 Spatial sizes may be unknown on TensorFlow (graph tensors); every shape is read with
 `ops.shape` and only the head and channel sizes must be static.
 """
@@ -29,8 +34,8 @@ def _pad_to(x, axis, before, total):
 
 
 def _take(x, axis, start, size):
-    """`size` entries of `x` from `start` along `axis` (a slice, whose gradient on
-    TensorFlow is a pad: cheaper than a strided slice's)."""
+    """`size` entries of `x` from `start` along `axis`: a slice, whose gradient on
+    TensorFlow is a pad (a strided slice's gradient is a scatter)."""
     starts = [0] * len(x.shape)
     starts[axis] = start
     # Sizes spelled out: the PyTorch backend takes no -1 for "the rest".
@@ -96,9 +101,10 @@ def default_block_size(height, width, kernel_size):
     """Edge of the query blocks used by `local_attention_blocked` when none is given.
 
     Each query of a b x b block scores (b + k - 1)^2 keys instead of its k^2, so small
-    blocks waste less; but tiny blocks make tiny matmuls. b = 4 measured fastest for
-    k = 7 on CPU (benchmarks/). For known sizes a block that tiles the image without
-    padding is preferred among near-equal choices.
+    blocks waste less; but tiny blocks make tiny matmuls, whose fixed cost the model
+    below charges per block. For known sizes a block that tiles the image without
+    padding is preferred among near-equal choices. How the choice compares with
+    measured times: benchmarks/results/implementation_notes.md.
     """
     sizes = [s for s in (height, width) if s is not None]
 
@@ -203,10 +209,69 @@ def _blocked_core(q, k, v, row_inside, col_inside, row_table, col_table, kernel_
     qb, km, vm, row_term, col_term = _to_blocks(
         q, k, v, row_inside, col_inside, row_table, col_table, kernel_size, border, b
     )
-    logits = ops.einsum("xqd,xmd->xqm", qb, km)  # (X, b*b, M*M)
-    probs = ops.cast(_biased_softmax(logits, row_term, col_term), v.dtype)
-    out = ops.matmul(probs, vm)  # (X, b*b, Dv)
+    out = _attend(qb, km, vm, row_term, col_term, bias_grad=row_table is not None)
     return _from_blocks(out, q, b)
+
+
+def _probs(qb, km, row_term, col_term):
+    """Softmax weights (X, b*b, M*M), float32, of the biased block logits."""
+    logits = ops.einsum("xqd,xmd->xqm", qb, km)  # (X, b*b, M*M)
+    return _biased_softmax(logits, row_term, col_term)
+
+
+def _selectors(mem):
+    """(M*M, 2M) float32 0/1 matrix: logits (M*M,) @ it = [row sums (M,), column sums (M,)]."""
+    rows, cols = np.divmod(np.arange(mem * mem), mem)
+    out = np.zeros((mem * mem, 2 * mem), "float32")
+    out[np.arange(mem * mem), rows] = 1.0
+    out[np.arange(mem * mem), mem + cols] = 1.0
+    return out
+
+
+def _attend(qb, km, vm, row_term, col_term, bias_grad):
+    """softmax(qb km^T + row_term + col_term) vm, with a hand-written gradient.
+
+    The gradient is the softmax's in its flash-attention form: sum_m p_m dp_m, the term
+    every logit's gradient subtracts, equals dout . out, a sum over the value channels
+    instead of over the M*M memory positions. The weights are recomputed in the backward
+    pass rather than stored from the forward one, so no (X, b*b, M*M) tensor outlives
+    either pass. The bias terms get their gradients (sums of the logits' gradient over
+    the other axis) only when they carry relative logits (`bias_grad`); masks alone are
+    constants.
+    """
+
+    @ops.custom_gradient
+    def attend(qb, km, vm, row_term, col_term):
+        out = ops.matmul(ops.cast(_probs(qb, km, row_term, col_term), vm.dtype), vm)
+
+        def grad(*args, upstream=None):
+            dout = args[0] if upstream is None else upstream
+            probs = _probs(qb, km, row_term, col_term)
+            dprobs = ops.cast(ops.einsum("xqv,xmv->xqm", dout, vm), "float32")
+            delta = ops.sum(
+                ops.cast(dout, "float32") * ops.cast(out, "float32"), axis=-1, keepdims=True
+            )
+            dlogits = probs * (dprobs - delta)  # (X, b*b, M*M)
+            dqb = ops.einsum("xqm,xmd->xqd", dlogits, km)
+            dkm = ops.einsum("xqm,xqd->xmd", dlogits, qb)
+            dvm = ops.einsum("xqm,xqv->xmv", ops.cast(probs, vm.dtype), dout)
+            if bias_grad:
+                # Row and column sums of each query's M x M logits as one matmul against
+                # 0/1 selectors, one pass; TF's CPU reduction over a middle axis is slow.
+                mem = col_term.shape[-1]
+                sums = ops.matmul(
+                    ops.reshape(dlogits, (-1, mem * mem)), ops.convert_to_tensor(_selectors(mem))
+                )
+                drow, dcol = ops.split(sums, 2, axis=-1)
+                drow = ops.reshape(drow, ops.shape(row_term))
+                dcol = ops.reshape(dcol, ops.shape(col_term))
+            else:
+                drow, dcol = ops.zeros_like(row_term), ops.zeros_like(col_term)
+            return dqb, dkm, dvm, drow, dcol
+
+        return out, grad
+
+    return attend(qb, km, vm, row_term, col_term)
 
 
 def _to_blocks(q, k, v, row_inside, col_inside, row_table, col_table, kernel_size, border, b):

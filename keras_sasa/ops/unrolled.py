@@ -6,8 +6,8 @@ maps. No tensor has more than five dimensions, no matmul is batched over more th
 image, and there is no patch extraction, so the graph converts to TFLite's builtin op set
 (PAD, SLICE, ADD, MUL, SUM, RESHAPE, PACK, SOFTMAX) and runs under every Keras backend.
 It is exact (the same numbers as `local_attention_reference`) and returns the attention
-weights on request; it is slower than the blocked implementation for large kernels, as
-the graph grows with k*k.
+weights on request. Its graph grows with k*k, one slice per window offset; speed against
+the blocked implementation: benchmarks/results/implementation_notes.md.
 """
 
 from keras import ops
