@@ -337,7 +337,8 @@ def _to_blocks(q, k, v, row_inside, col_inside, row_table, col_table, kernel_siz
         # Relative logits per offset (k per axis), then shifted into the memory positions.
         queries = ops.reshape(qb, (gb, num_heads, nbh * nbw * b * b, key_dim))
         # Tables broadcast by hand: TF 2.21's batched matmul gives wrong numbers (and
-        # corrupts memory) when it broadcasts a batch of 1 head against several.
+        # corrupts memory) when it broadcasts a batch of 1 head against several
+        # (tensorflow/tensorflow#117700; reproduced by tests/test_tf_workarounds.py).
         tables = ops.broadcast_to(
             _offset_tables(row_table, col_table), (gb, num_heads, key_dim, 2 * kernel_size)
         )
