@@ -357,7 +357,9 @@ def _add_tune_parser(commands):
 
     fixed = tune.add_argument_group("data and model")
     fixed.add_argument(
-        "--dataset", default="digits", help="'digits' (default, offline) or a TFDS data set"
+        "--dataset",
+        default="digits",
+        help="'digits' (default, offline), a TFDS data set or a folder of class subfolders",
     )
     fixed.add_argument("--data-dir", help="TFDS data directory (default: TFDS's)")
     fixed.add_argument("--train-split", help="default: the training split")
@@ -392,8 +394,8 @@ def _add_train_parser(commands):
     data.add_argument(
         "--dataset",
         default="digits",
-        help="'digits' or a TFDS image "
-        "classification data set (default: digits, needs no download)",
+        help="'digits', a TFDS image classification data set, or a folder of images with "
+        "one subfolder per class (default: digits, needs no download)",
     )
     data.add_argument("--data-dir", help="TFDS data directory (default: TFDS's)")
     data.add_argument(
@@ -747,7 +749,7 @@ def _add_export_parser(commands):
         description=(
             "Export a Keras model for serving. saved_model: model.export (TF Serving, "
             "tf.saved_model.load). onnx: model.export(format='onnx') for ONNX Runtime, any "
-            "batch size (needs pip install \"keras-sasa[onnx]\"); attention layers on the "
+            'batch size (needs pip install "keras-sasa[onnx]"); attention layers on the '
             "extract_patches reference are exported with the blocked implementation. tflite: "
             "TFLite with the builtin op set only; the attention layers are converted with "
             "the unrolled implementation and the same weights. onnx and tflite need a "
