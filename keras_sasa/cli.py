@@ -749,7 +749,7 @@ def _add_export_parser(commands):
         description=(
             "Export a Keras model for serving. saved_model: model.export (TF Serving, "
             "tf.saved_model.load). onnx: model.export(format='onnx') for ONNX Runtime, any "
-            'batch size (needs pip install "keras-sasa[onnx]"); attention layers on the '
+            "batch size (needs pip install \"keras-sasa[onnx]\"); attention layers on the "
             "extract_patches reference are exported with the blocked implementation. tflite: "
             "TFLite with the builtin op set only; the attention layers are converted with "
             "the unrolled implementation and the same weights. onnx and tflite need a "
