@@ -42,6 +42,7 @@ IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # Keras's ALLOWLIS
 SPLIT_FOLDERS = {"train": "train", "test": "test", "validation": "validation", "val": "validation"}
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 _FORMAT_VERSION = "1"  # Part of the digest: changing how folders are read reads them again.
+_SHAPES = {}  # digest -> image shape, of the folders scanned in this process.
 
 
 class ImageFolderError(ValueError):
@@ -127,11 +128,13 @@ def scan(folder: str) -> FolderManifest:
             )
         ).encode()
     ).hexdigest()[:12]
+    if digest not in _SHAPES:  # A run builds the data set several times: read headers once.
+        _SHAPES[digest] = _image_shape([f for f, _ in stats])
     return FolderManifest(
         path=path,
         class_names=class_names,
         splits={split: tuple(items) for split, items in files.items()},
-        image_shape=_image_shape([f for f, _ in stats]),
+        image_shape=_SHAPES[digest],
         digest=digest,
     )
 
