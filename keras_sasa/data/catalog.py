@@ -2,7 +2,8 @@
 
 Any image classification data set of TensorFlow Datasets works (a TFDS name, optionally
 with a config and version: "cifar10", "imagenette/320px-v2", "mnist:3.*"), plus "digits",
-scikit-learn's 8x8 digits served by the `sasa_digits` builder of this package.
+scikit-learn's 8x8 digits served by the `sasa_digits` builder of this package, and folders of
+images with one subfolder per class (`keras_sasa.data.folder`).
 """
 
 import dataclasses
@@ -12,6 +13,7 @@ from typing import Mapping, Optional, Tuple
 import tensorflow_datasets as tfds
 
 from keras_sasa.data import digits as _digits  # noqa: F401  (registers "sasa_digits")
+from keras_sasa.data import folder
 
 DIGITS = "digits"
 _ALIASES = {DIGITS: "sasa_digits"}
@@ -116,8 +118,10 @@ def get_builder(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetB
     if not isinstance(name, str) or not name:
         raise ValueError(
             "Invalid value for argument `name`. Expected a data set name such as "
-            f"'digits' or 'cifar10'. Received: name={name!r}"
+            f"'digits' or 'cifar10', or a folder of images. Received: name={name!r}"
         )
+    if folder.is_folder_name(name):
+        return folder.builder(name, data_dir)
     try:
         builder = tfds.builder(tfds_name(name), data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
@@ -136,8 +140,9 @@ def _unknown_name_message(name: str) -> str:
     close = difflib.get_close_matches(_base_name(name), known_names(), n=5, cutoff=0.6)
     hint = f"Did you mean one of: {', '.join(close)}?" if close else "No close names."
     return (
-        f"Unknown data set {name!r}. {hint} Use {DIGITS!r} or the name of a TensorFlow "
-        "Datasets image classification data set (see `tfds.list_builders()`)."
+        f"Unknown data set {name!r}. {hint} Use {DIGITS!r}, the name of a TensorFlow "
+        "Datasets image classification data set (see `tfds.list_builders()`), or the path "
+        "of a folder of images with one subfolder per class."
     )
 
 

@@ -96,7 +96,8 @@ class TrainConfig:
     """A training run. None means "chosen by `resolve`" (see the module docstring).
 
     Attributes:
-        dataset: "digits" (offline) or a TFDS image classification data set name.
+        dataset: "digits" (offline), a TFDS image classification data set name, or the
+            path of a folder of images with one subfolder per class (`data.folder`).
         data_dir: TFDS data directory (TFDS's default if None).
         train_split, test_split: TFDS splits, slices allowed ("train[:256]"). Default:
             the data set's training split and its labelled evaluation split.
@@ -140,7 +141,8 @@ class TrainConfig:
     dataset: str = _field(
         "digits",
         "data",
-        "'digits' or a TFDS image classification data set (default: digits, needs no download)",
+        "'digits', a TFDS image classification data set, or a folder of images with one "
+        "subfolder per class (default: digits, needs no download)",
     )
     data_dir: Optional[str] = _field(None, "data", "TFDS data directory (default: TFDS's)")
     train_split: Optional[str] = _field(
