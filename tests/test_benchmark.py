@@ -5,6 +5,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+# A process test (see README, "Tests").
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

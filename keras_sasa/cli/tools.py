@@ -83,7 +83,9 @@ def _bench(args):
             "model_options": {"base_width": 4, "num_heads": 2},
         }
         jit_modes = (False,) if args.no_jit else (False, True)
-        benchmark.run_accelerators(
+        from keras_sasa import benchmark_accelerators
+
+        benchmark_accelerators.run_accelerators(
             args.output_dir,
             jit_modes=jit_modes,
             repeats=args.repeats,
