@@ -5,7 +5,7 @@
 Traces forward + backward (gradients of the input and of every weight) of one layer under
 TensorFlow's profiler (graph mode, no XLA: XLA fuses the ops away) and sums the kernel time
 of every op, grouped by family. `--impl main` profiles the blocked implementation as it
-was before issue 15 (benchmarks/blocked_main.py). Op times are summed over the executor's
+was before issue 15 (git show 079e2e0:keras_sasa/ops/blocked.py, see profile_layer.blocked_before). Op times are summed over the executor's
 threads, so they add up to more than the wall time; the shares are what to read.
 Writes benchmarks/results/profile/<impl>_<size>x<size>x<channels>.md.
 """
@@ -48,16 +48,36 @@ def family(op_type):
     return "other"
 
 
+# The commit of main before issue 15's blocked path.
+BEFORE = "079e2e0"
+
+
+def blocked_before():
+    """keras_sasa/ops/blocked.py as it was at `BEFORE`, read from git, as a module."""
+    import subprocess
+    import types
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = subprocess.run(
+        ["git", "show", f"{BEFORE}:keras_sasa/ops/blocked.py"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    module = types.ModuleType("blocked_before")
+    exec(compile(source, f"{BEFORE}:keras_sasa/ops/blocked.py", "exec"), module.__dict__)
+    return module
+
+
 @contextlib.contextmanager
 def blocked_implementation(impl):
     """Layers traced inside run the blocked path of `impl` ("current" or "main")."""
     if impl == "current":
         yield
         return
-    import blocked_main
-
     saved = window_attention.local_attention_blocked
-    window_attention.local_attention_blocked = blocked_main.local_attention_blocked
+    window_attention.local_attention_blocked = blocked_before().local_attention_blocked
     try:
         yield
     finally:
