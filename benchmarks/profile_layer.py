@@ -5,8 +5,9 @@
 Traces forward + backward (gradients of the input and of every weight) of one layer under
 TensorFlow's profiler (graph mode, no XLA: XLA fuses the ops away) and sums the kernel time
 of every op, grouped by family. `--impl main` profiles the blocked implementation as it
-was before issue 15 (git show 079e2e0:keras_sasa/ops/blocked.py, see profile_layer.blocked_before). Op times are summed over the executor's
-threads, so they add up to more than the wall time; the shares are what to read.
+was before issue 15 (`blocked_before`: keras_sasa/ops/blocked.py read from git at 079e2e0).
+Op times are summed over the executor's threads, so they add up to more than the wall
+time; the shares are what to read.
 Writes benchmarks/results/profile/<impl>_<size>x<size>x<channels>.md.
 """
 
