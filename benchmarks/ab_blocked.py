@@ -1,4 +1,4 @@
-"""Same-process A/B of the blocked path: before issue 15 (git show 079e2e0:keras_sasa/ops/blocked.py, see profile_layer.blocked_before) vs now.
+"""Same-process A/B of the blocked path: before issue 15 (profile_layer.blocked_before) vs now.
 
     python benchmarks/ab_blocked.py [--shapes 56,28,14,7] [--rounds 7] [--jit both|off|on]
 

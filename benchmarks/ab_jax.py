@@ -3,7 +3,7 @@
     KERAS_BACKEND=jax python benchmarks/ab_jax.py [--shapes 56,28] [--rounds 5]
 
 One training step of LocalSelfAttention2D (k=7, 8 heads, batch 8) under `jax.jit`, the
-steps alternating between `main` (git show 079e2e0:keras_sasa/ops/blocked.py, see profile_layer.blocked_before) and `new`, medians over
+steps alternating between `main` (profile_layer.blocked_before) and `new`, medians over
 rounds. Writes benchmarks/results/issue15_ab_jax.md.
 """
 

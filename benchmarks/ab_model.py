@@ -1,5 +1,5 @@
 """Same-process A/B of a SASA-ResNet-26 training step: the blocked path before issue 15
-(git show 079e2e0:keras_sasa/ops/blocked.py, see profile_layer.blocked_before) vs now, against the conv ResNet-26.
+(profile_layer.blocked_before) vs now, against the conv ResNet-26.
 
     python benchmarks/ab_model.py [--size 224] [--batch 8] [--rounds 5] [--jit both|off|on]
 
