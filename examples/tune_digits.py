@@ -20,7 +20,9 @@ from keras_sasa import tuning
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 trial of 1 epoch, width 4, 256 images")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 trial of 1 epoch, width 4, 256 images"
+    )
     parser.add_argument("--data-dir", help="TFDS data directory (default: TFDS's)")
     parser.add_argument("--output-dir", default="runs/tune_digits_example")
     args = parser.parse_args()
