@@ -8,7 +8,7 @@ rebuilt with the hypermodel for a loop of your own. Started again, the search co
 where it stopped (results in runs/tune_digits_example).
 
     python examples/tune_digits.py
-    python examples/tune_digits.py --quick    # 1 trial of 1 epoch at width 4, on 256 images
+    python examples/tune_digits.py --quick    # 1 trial of 1 epoch at width 4
 """
 
 import argparse
@@ -20,9 +20,7 @@ from keras_sasa import tuning
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="1 trial of 1 epoch, width 4, 256 images"
-    )
+    parser.add_argument("--quick", action="store_true", help="1 trial of 1 epoch, width 4")
     parser.add_argument("--data-dir", help="TFDS data directory (default: TFDS's)")
     parser.add_argument("--output-dir", default="runs/tune_digits_example")
     args = parser.parse_args()
@@ -33,9 +31,6 @@ def main():
         dataset="digits",
         data_dir=args.data_dir,
         base_width=width,
-        # A smoke test: a slice of the data.
-        train_split="train[:256]" if args.quick else None,
-        test_split="test[:128]" if args.quick else None,
         verbose=0,
         jit_compile=False if args.quick else "auto",  # XLA compiling: a smoke test skips it.
     )

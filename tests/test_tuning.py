@@ -42,9 +42,6 @@ SPACE_ARGS = [
 
 
 def tiny_config(data_dir, **changes):
-    # No XLA: every trial builds a new model, and compiling each would dominate the run
-    # (tests/test_models.py covers the models under jit_compile=True).
-    changes = {"jit_compile": False, **changes}
     return training.TrainConfig(data_dir=data_dir, epochs=1, batch_size=128, verbose=0, **changes)
 
 
