@@ -31,16 +31,7 @@ def step_fn(contender, batch, size, channels, jit_compile):
     impl = "main" if contender == "main" else "current"
     layer = benchmark._layer("auto" if contender in ("main", "new") else contender, channels, 7)
     x = tf.random.normal((batch, size, size, channels))
-    layer.build(x.shape)
-    weights = layer.trainable_variables
-
-    @tf.function(jit_compile=jit_compile)
-    def step(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = tf.cast(layer(x), "float32")
-            loss = tf.reduce_mean(y * y)
-        return [tf.convert_to_tensor(g) for g in tape.gradient(loss, [x, *weights])]
+    step = benchmark.layer_training_step(layer, x, jit_compile)
 
     with blocked_implementation(impl):
         [g.numpy() for g in step(x)]  # trace and compile

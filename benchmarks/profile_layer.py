@@ -88,16 +88,7 @@ def blocked_implementation(impl):
 def training_step(batch, size, channels, kernel_size, impl):
     layer = LocalSelfAttention2D(channels, kernel_size=kernel_size, num_heads=8)
     x = tf.random.normal((batch, size, size, channels))
-    layer.build(x.shape)
-    weights = layer.trainable_variables
-
-    @tf.function
-    def step(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-            loss = tf.reduce_mean(y * y)
-        return tape.gradient(loss, [x, *weights])
+    step = benchmark.layer_training_step(layer, x, jit_compile=False)
 
     with blocked_implementation(impl):
         step(x)  # trace

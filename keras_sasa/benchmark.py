@@ -74,6 +74,23 @@ def _median_ms(run, repeats):
     return statistics.median(times)
 
 
+def layer_training_step(layer, x, jit_compile):
+    """Builds `layer` for `x` and returns one training step as a `tf.function`: the
+    gradients of a mean-square loss with respect to the input and every weight."""
+    layer.build(x.shape)
+    weights = layer.trainable_variables
+
+    @tf.function(jit_compile=jit_compile)
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.cast(layer(x), "float32")
+            loss = tf.reduce_mean(y * y)
+        return [tf.convert_to_tensor(g) for g in tape.gradient(loss, [x, *weights])]
+
+    return step
+
+
 def measure(contender, shape, kernel_size, jit_compile, dtype="float32", repeats=3):
     """Median milliseconds and peak extra memory (MiB) of one layer training step."""
     if keras.backend.backend() == "jax":
@@ -82,16 +99,7 @@ def measure(contender, shape, kernel_size, jit_compile, dtype="float32", repeats
     with dtype_policy(_POLICIES[dtype]):
         layer = _layer(contender, channels, kernel_size)
         x = tf.random.normal((batch, size, size, channels))
-        layer.build(x.shape)
-        weights = layer.trainable_variables
-
-        @tf.function(jit_compile=jit_compile)
-        def step(x):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = tf.cast(layer(x), "float32")
-                loss = tf.reduce_mean(y * y)
-            return [tf.convert_to_tensor(g) for g in tape.gradient(loss, [x, *weights])]
+        step = layer_training_step(layer, x, jit_compile)
 
         def run():
             for g in step(x):
