@@ -72,6 +72,7 @@ setup(
         # ONNX and LiteRT tests need their runtimes (CI installs this extra).
         "test": [
             "pytest>=7",
+            "pytest-xdist>=3",  # -n 2: the README's test command runs two test processes
             "jax>=0.4.30",
             "onnx>=1.16",
             "tf2onnx>=1.16",

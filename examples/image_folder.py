@@ -83,6 +83,10 @@ def main():
         metrics=["accuracy"],
         jit_compile=not args.quick,  # XLA compiling: a fixed cost a smoke test can skip.
     )
+    # Makes the optimizer's variables now: Keras would make them inside the first traced
+    # training step, which TensorFlow then traces a second time (a deep model's first
+    # epoch starts sooner).
+    model.optimizer.build(model.trainable_variables)
     model.fit(train, epochs=epochs, verbose=2)
     loss, accuracy = model.evaluate(test, verbose=0)
     print(f"test accuracy {accuracy:.4f} on {info.num_eval_examples} images, loss {loss:.4f}")
