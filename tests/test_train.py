@@ -451,6 +451,36 @@ def stopped_run(digits_dir, tmp_path_factory):
     return output_dir
 
 
+def test_the_backup_holds_the_weights_file_the_checkpoint_wrote_at_the_same_epoch(stopped_run):
+    # The backup copies the checkpoint's file instead of serialising the weights again.
+    backup = open(os.path.join(stopped_run, "backup", "latest.weights.h5"), "rb").read()
+    checkpoint = open(os.path.join(stopped_run, "checkpoints", "latest.weights.h5"), "rb").read()
+    assert len(backup) > 10_000 and backup == checkpoint
+
+
+def test_a_backup_without_a_checkpoint_of_its_epoch_writes_the_weights_itself(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    checkpoint = run_callbacks.AtomicWeightsCheckpoint(str(tmp_path / "checkpoint.weights.h5"))
+    backup = run_callbacks.AtomicBackupAndRestore(
+        str(tmp_path / "backup"), weights_from=checkpoint, delete_checkpoint=False
+    )
+    x, y = np.ones((4, 3)), np.zeros((4, 2))
+    # The checkpoint writes every other epoch only: the backup must not copy a stale file.
+    checkpoint.on_epoch_end = lambda epoch, logs=None: (
+        None if epoch % 2 else run_callbacks.AtomicWeightsCheckpoint.on_epoch_end(
+            checkpoint, epoch, logs
+        )
+    )  # fmt: skip
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[checkpoint, backup])
+    restored = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    restored.compile("sgd", "mse")
+    restored.optimizer.build(restored.trainable_variables)
+    restored.load_weights(str(tmp_path / "backup" / "latest.weights.h5"))
+    for a, b in zip(model.weights, restored.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def _truncate(path):
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) // 2)

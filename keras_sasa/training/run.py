@@ -359,16 +359,20 @@ def train_run(config, info, strategy, run_dir, log=print):
 
 def _fit_callbacks(model, config, steps_per_epoch, out_dir, backup_dir):
     # Order matters at the end of an epoch: the timer adds its numbers to the logs
-    # before they are written; the history row is written before the backup.
+    # before they are written; the history row is written before the backup; the
+    # backup copies the weights file the checkpoint has just written.
+    checkpoint = run_callbacks.AtomicWeightsCheckpoint(
+        os.path.join(out_dir, CHECKPOINT_DIR, CHECKPOINT_FILE)
+    )
     return [
         run_callbacks.EpochStats(steps_per_epoch * config.batch_size),
         *recipe.ema_callbacks(model.optimizer),
         keras.callbacks.TensorBoard(os.path.join(out_dir, LOG_DIR), write_graph=False),
         run_callbacks.EpochCSVLogger(os.path.join(out_dir, HISTORY_FILE)),
-        run_callbacks.AtomicWeightsCheckpoint(
-            os.path.join(out_dir, CHECKPOINT_DIR, CHECKPOINT_FILE)
+        checkpoint,
+        run_callbacks.AtomicBackupAndRestore(
+            backup_dir, weights_from=checkpoint, delete_checkpoint=False
         ),
-        run_callbacks.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False),
     ]
 
 
