@@ -9,8 +9,10 @@ accuracy, images/s, wall seconds, and the held-out and training accuracy at each
 the run. Besides "config": "zero_gamma" (zero-initialised last batch norm of each block),
 "optimizer" ({"name": "adamw"}: keras.optimizers.AdamW with the config's learning rate and
 weight decay), "layer" (LocalSelfAttention2D arguments; "embedding_stddev" sets the
-relative tables' initial standard deviation). The runs of 2026-11-30 ran on 2 CPU cores
-shared with other jobs.
+relative tables' initial standard deviation), "strides" (the groups' strides,
+`SASAResNet(stackwise_strides=...)`), "tiny_window" ([n, k]: window k on feature maps of
+at most n pixels a side), "global_clipnorm" (SGD's gradient clipping by global norm). The runs of 2026-11-30 ran on 2 CPU cores, most of them shared
+with other jobs.
 """
 import json, os, sys, time, csv
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,6 +39,13 @@ if opt:
         o.exclude_from_weight_decay(var_names=list(recipe.NO_WEIGHT_DECAY))
         return o
     recipe.make_optimizer = make_optimizer
+if spec.get("global_clipnorm"):
+    sgd = recipe.make_optimizer
+    def make_clipped(*args, **kwargs):
+        optimizer = sgd(*args, **kwargs)
+        optimizer.global_clipnorm = spec["global_clipnorm"]
+        return optimizer
+    recipe.make_optimizer = make_clipped
 layer_over = spec.get("layer", {})
 if layer_over:
     import functools
@@ -44,6 +53,18 @@ if layer_over:
     if "embedding_stddev" in kw:
         kw["embedding_initializer"] = keras.initializers.TruncatedNormal(stddev=kw.pop("embedding_stddev"))
     resnet.LocalSelfAttention2D = functools.partial(resnet.LocalSelfAttention2D, **kw)
+if spec.get("strides"):
+    import functools
+    resnet.SASAResNet = functools.partial(resnet.SASAResNet, stackwise_strides=tuple(spec["strides"]))
+if spec.get("tiny_window"):
+    # Feature maps of at most tiny_window[0] pixels a side get a window of tiny_window[1].
+    orig_window = resnet._window_size
+    def _window(x, kernel_size, border, **rest):
+        sides = [n for n in x.shape[1:3] if n is not None]
+        if sides and max(sides) <= spec["tiny_window"][0]:
+            return spec["tiny_window"][1]
+        return orig_window(x, kernel_size, border, **rest)
+    resnet._window_size = _window
 cfg = dict(spec.get("config", {}))
 if cfg.get("attention_stages") is not None: cfg["attention_stages"] = tuple(cfg["attention_stages"])
 cfg.setdefault("validation_split", 0.2)
