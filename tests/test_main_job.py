@@ -27,6 +27,7 @@ def _fake_run(seed, accuracy, train_accuracy, rate, baseline=None):
         "test_split": "test",
         "test_accuracy": accuracy,
         "test_loss": 1.0 - accuracy,
+        "train_split_accuracy": train_accuracy - 0.01,
         "final_train_accuracy": train_accuracy,
         "train_images_per_second": rate,
         "config": {"model": "sasa_resnet26", "seed": seed},
@@ -44,6 +45,7 @@ def test_seed_summary_is_the_mean_and_sample_standard_deviation():
     assert summary["test_accuracy"]["std"] == pytest.approx(0.028284271, rel=1e-6)
     assert summary["test_accuracy"]["values"] == [0.90, 0.94]
     assert summary["final_train_accuracy"]["mean"] == pytest.approx(0.995)
+    assert summary["train_split_accuracy"]["values"] == pytest.approx([0.98, 0.99])
     assert summary["train_images_per_second"]["mean"] == pytest.approx(200.0)
     assert summary["params"] == 1000
     assert seeds_module.summarize(runs[:1])["test_accuracy"]["std"] == 0.0
@@ -95,9 +97,7 @@ def test_seeds_train_in_their_own_directories_and_are_summarised(digits_dir, tmp
     assert stored["seeds"] == [3, 5]
     accuracies = [run["test_accuracy"] for run in results["runs"]]
     assert stored["summary"]["model"]["test_accuracy"]["values"] == accuracies
-    assert stored["summary"]["model"]["test_accuracy"]["mean"] == pytest.approx(
-        sum(accuracies) / 2
-    )
+    assert stored["summary"]["model"]["test_accuracy"]["mean"] == pytest.approx(sum(accuracies) / 2)
     # Started again, every seed is finished: the same summary, nothing trained.
     again = training.train_seeds(config, (3, 5), log=lambda message: None)
     assert again["summary"] == results["summary"]
@@ -120,6 +120,9 @@ def test_validation_split_holds_out_the_end_of_the_training_split(digits_dir, tm
     # 1,437 training images: 75% (1,078) train in 16 full batches of 64; 25% (359) validate.
     assert steps == 1078 // 64
     assert sum(int(images.shape[0]) for images, _ in validation) == 359
+    # The training split's accuracy is measured on the 1,078 images trained on.
+    fit_check = run_module.make_training_evaluation_dataset(resolved, info)
+    assert sum(int(images.shape[0]) for images, _ in fit_check) == 1078
     assert sum(int(images.shape[0]) for images, _ in test_data) == 360
 
 

@@ -156,6 +156,12 @@ def test_saved_model_loads_in_safe_mode_and_reproduces_the_test_loss(compared_ru
     scores = model.evaluate(test_data, return_dict=True, verbose=0)
     assert scores["loss"] == pytest.approx(results["test_loss"], rel=1e-5)
     assert scores["accuracy"] == pytest.approx(results["test_accuracy"])
+    # The training split's accuracy: its 256 images, unaugmented, in inference mode.
+    images, labels = zip(*data.load_dataset("digits", "train[:256]", 64, data_dir=digits_dir))
+    predicted = np.argmax(model.predict(np.concatenate(images), verbose=0), axis=-1)
+    accuracy = float(np.mean(predicted == np.concatenate(labels)))
+    assert results["train_split_accuracy"] == pytest.approx(accuracy)
+    assert results["baseline"]["train_split_accuracy"] is not None
 
 
 def test_saved_model_holds_the_ema_weights_not_the_last_trained_ones(compared_run):
@@ -196,6 +202,10 @@ def test_comparison_table_shows_both_accuracies_and_parameter_counts(compared_ru
     for r in (results, results["baseline"]):
         assert f"{100 * r['test_accuracy']:.2f}%" in table
         assert f"{r['params']:,}" in table
+    (row,) = [line for line in table.splitlines() if line.startswith("train split accuracy")]
+    assert row.split()[3:] == [
+        f"{100 * r['train_split_accuracy']:.2f}%" for r in (results, results["baseline"])
+    ]
 
 
 def test_a_finished_run_started_again_reports_its_results_and_trains_nothing(compared_run):

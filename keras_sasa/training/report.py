@@ -30,6 +30,7 @@ ROWS = (
     ("stem / attention groups", _attention),
     ("test accuracy", lambda r: _percent(r.get("test_accuracy"))),
     ("test loss", lambda r: "-" if r.get("test_loss") is None else f"{r['test_loss']:.4f}"),
+    ("train split accuracy", lambda r: _percent(r.get("train_split_accuracy"))),
     ("parameters", lambda r: _count(r.get("params"))),
     ("FLOPs per image", lambda r: _mega(r.get("flops"))),
     ("train images/s", lambda r: _rate(r.get("train_images_per_second"))),
@@ -89,6 +90,7 @@ SEED_ROWS = (
         "test accuracy per seed",
         lambda s: " ".join(f"{100 * v:.2f}" for v in s["test_accuracy"]["values"]),
     ),
+    ("train split accuracy", lambda s: _mean_std(s, "train_split_accuracy", 100, 2, "%")),
     ("final train accuracy", lambda s: _mean_std(s, "final_train_accuracy", 100, 2, "%")),
     ("parameters", lambda s: _count(s.get("params"))),
     ("FLOPs per image", lambda s: _mega(s.get("flops"))),
@@ -112,9 +114,10 @@ def format_seed_results(results):
     return _table(title, SEED_ROWS, columns)
 
 
-def run_results(config, params, flops, test, history, steps_per_epoch):
+def run_results(config, params, flops, test, history, steps_per_epoch, train=None):
     """The results of a finished run, as `results.json` holds them: the resolved `config`,
-    its model's `params` and `flops`, the `test` evaluation and the epochs' `history` rows."""
+    its model's `params` and `flops`, the `test` evaluation, the epochs' `history` rows
+    and the evaluation of the training split (`train`, or None)."""
     rates = [float(row["images_per_second"]) for row in history if row.get("images_per_second")]
     seconds = [float(row["epoch_seconds"]) for row in history if row.get("epoch_seconds")]
     results = {
@@ -134,7 +137,11 @@ def run_results(config, params, flops, test, history, steps_per_epoch):
         # The median ignores the first epoch of each process, which includes tracing and
         # compiling, once there are three epochs or more.
         "train_images_per_second": statistics.median(rates) if rates else None,
-        # On the augmented training batches, with the weights being trained.
+        # How well the model fits what it was trained on: the final (EMA) weights on the
+        # training split (without its held-out share), unaugmented, in inference mode.
+        "train_split_accuracy": None if train is None else float(train["accuracy"]),
+        # The last epoch's running accuracy, on augmented batches, with batch norm in
+        # training mode and the weights being trained (history.csv's last "accuracy").
         "final_train_accuracy": float(history[-1]["accuracy"]) if history else None,
         "train_seconds": sum(seconds),
         "config": config.to_dict(),

@@ -129,9 +129,7 @@ def make_datasets(config, info, strategy=None, initial_epoch=None):
             does not split evenly over the strategy's replicas.
     """
     distribute.per_replica_batch_size(config.batch_size, strategy)
-    train_split = config.train_split
-    if config.validation_split is not None:
-        train_split, _ = run_config.held_out_splits(train_split, config.validation_split)
+    train_split = training_split(config)
     train_data = _load(config, info, train_split, training=True)
     test_data = _load(config, info, config.test_split, training=False)
     steps_per_epoch = int(train_data.cardinality())
@@ -147,6 +145,20 @@ def make_datasets(config, info, strategy=None, initial_epoch=None):
     if initial_epoch is not None:
         train_data = _load(config, info, train_split, training=True, initial_epoch=initial_epoch)
     return train_data, test_data, steps_per_epoch
+
+
+def training_split(config):
+    """The split a resolved config trains on: its training split without the share that
+    `config.validation_split` holds out."""
+    if config.validation_split is None:
+        return config.train_split
+    return run_config.held_out_splits(config.train_split, config.validation_split)[0]
+
+
+def make_training_evaluation_dataset(config, info):
+    """The training split as it was trained on (`training_split`), but read like the test
+    split: in order, unaugmented. Evaluating on it tells how well the model fits it."""
+    return _load(config, info, training_split(config), training=False)
 
 
 def make_validation_dataset(config, info):
@@ -346,10 +358,13 @@ def train_run(config, info, strategy, run_dir, log=print):
         # fit has put the EMA weights in the model (optimizer.finalize_variable_values).
         recipe.separate_variable_buffers(model.optimizer)
         test = model.evaluate(test_data, return_dict=True, verbose=0)
+        train = model.evaluate(
+            make_training_evaluation_dataset(config, info), return_dict=True, verbose=0
+        )
         run_files.replace_atomically(os.path.join(out_dir, MODEL_FILE), model.save)
 
     history = run_files.read_history(os.path.join(out_dir, HISTORY_FILE))
-    results = report.run_results(config, params, flops, test, history, steps_per_epoch)
+    results = report.run_results(config, params, flops, test, history, steps_per_epoch, train)
     if chief:
         run_files.write_json_atomically(results_path, results)
     # Removed only now: a kill before results.json restarts from the backup, not epoch 0.

@@ -44,7 +44,13 @@ def train_seeds(config, seeds, strategy=None, log=print):
 
 
 # The numbers `summarize` aggregates over seeds.
-SEED_METRICS = ("test_accuracy", "test_loss", "final_train_accuracy", "train_images_per_second")
+SEED_METRICS = (
+    "test_accuracy",
+    "test_loss",
+    "train_split_accuracy",
+    "final_train_accuracy",
+    "train_images_per_second",
+)
 
 
 def summarize(runs):
