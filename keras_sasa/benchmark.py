@@ -234,6 +234,9 @@ def measure_model(attention, stem, size, batch, jit_compile, repeats=3, **option
         loss="sparse_categorical_crossentropy",
         jit_compile=jit_compile,
     )
+    # As in `training.compile_model`: made inside the first traced step, the optimizer's
+    # variables would make TensorFlow trace (and XLA compile) the warm-up step twice.
+    model.optimizer.build(model.trainable_variables)
     x = tf.random.normal((batch, size, size, 3))
     y = tf.zeros((batch,), "int32")
     model.train_on_batch(x, y)  # trace and compile
