@@ -11,7 +11,15 @@ the run. Besides "config": "zero_gamma" (zero-initialised last batch norm of eac
 weight decay), "layer" (LocalSelfAttention2D arguments; "embedding_stddev" sets the
 relative tables' initial standard deviation), "strides" (the groups' strides,
 `SASAResNet(stackwise_strides=...)`), "tiny_window" ([n, k]: window k on feature maps of
-at most n pixels a side), "global_clipnorm" (SGD's gradient clipping by global norm). The runs of 2026-11-30 ran on 2 CPU cores, most of them shared
+at most n pixels a side), "global_clipnorm" (SGD's gradient clipping by global norm),
+"head_size" (heads = filters / head_size in each attention layer), "stem_kernel" (K: the
+conv_small stem's convolution is K x K; the paper's conv stem is 7 x 7).
+Diagnostics of the attention layer: "attention_logits": "uniform" (the query is zeroed, so
+every window is averaged with equal weights: attention that learns nothing) or "identity"
+(the layer returns its value projection: no spatial mixing at all); "logit_lr": [a, "qkr"]
+(the query, key and/or relative tables are computed as a times a weight initialised at
+1/a of its value: the same initial function, a**2 times those weights' learning rate).
+The runs of 2026-11-30 ran on 2 CPU cores, most of them shared
 with other jobs.
 """
 import json, os, sys, time, csv
@@ -53,6 +61,48 @@ if layer_over:
     if "embedding_stddev" in kw:
         kw["embedding_initializer"] = keras.initializers.TruncatedNormal(stddev=kw.pop("embedding_stddev"))
     resnet.LocalSelfAttention2D = functools.partial(resnet.LocalSelfAttention2D, **kw)
+if spec.get("head_size"):
+    # Heads = filters / head_size in every attention layer (at least 1).
+    base_layer = resnet.LocalSelfAttention2D
+    def _fixed_head_size(filters, **kwargs):
+        kwargs["num_heads"] = max(1, filters // spec["head_size"])
+        return base_layer(filters, **kwargs)
+    resnet.LocalSelfAttention2D = _fixed_head_size
+if spec.get("stem_kernel"):
+    orig_stem = resnet._stem
+    def _stem(x, stem, width):
+        if stem != "conv_small":
+            return orig_stem(x, stem, width)
+        x = keras.layers.Conv2D(width, spec["stem_kernel"], padding="same", use_bias=False, name="conv1_conv")(x)
+        x = resnet._batch_norm("conv1_bn")(x)
+        return keras.layers.Activation("relu", name="conv1_relu")(x)
+    resnet._stem = _stem
+if spec.get("attention_logits") or spec.get("logit_lr"):
+    import types
+    import keras_sasa.layers.local_attention as la
+    mode = spec.get("attention_logits")
+    alpha, scaled = spec.get("logit_lr", [1.0, ""])
+    layer_class = la.LocalSelfAttention2D
+    orig_build = layer_class.build
+    def build(self, input_shape):
+        orig_build(self, input_shape)
+        if "q" in scaled: self.query_kernel.assign(self.query_kernel / alpha)
+        if "k" in scaled: self.key_kernel.assign(self.key_kernel / alpha)
+        if "r" in scaled and self.use_relative_position:
+            self.row_embeddings.assign(self.row_embeddings / alpha)
+            self.column_embeddings.assign(self.column_embeddings / alpha)
+    layer_class.build = build
+    orig_attention = la.attention_ops.local_attention
+    def local_attention(query, key, value, row, column, **kwargs):
+        if mode == "identity":
+            return value
+        if mode == "uniform":
+            query = query * 0.0
+        if "q" in scaled: query = query * alpha
+        if "k" in scaled: key = key * alpha
+        if "r" in scaled and row is not None: row, column = row * alpha, column * alpha
+        return orig_attention(query, key, value, row, column, **kwargs)
+    la.attention_ops = types.SimpleNamespace(**{**vars(la.attention_ops), "local_attention": local_attention})
 if spec.get("strides"):
     import functools
     resnet.SASAResNet = functools.partial(resnet.SASAResNet, stackwise_strides=tuple(spec["strides"]))
