@@ -21,11 +21,11 @@ import keras_sasa
 images = load_digits().images[:256].astype("float32")[..., None] / 16.0
 for path in sys.argv[1:]:
     model = keras.models.load_model(path)
-    layers = [l for l in model.layers if isinstance(l, keras_sasa.LocalSelfAttention2D)]
-    inputs = keras.Model(model.inputs, [l.input for l in layers]).predict(images, verbose=0)
+    layers = [x for x in model.layers if isinstance(x, keras_sasa.LocalSelfAttention2D)]
+    inputs = keras.Model(model.inputs, [layer.input for layer in layers]).predict(images, verbose=0)
     print(f"{path}\n| layer | map | entropy / max | largest weight | uniform's largest |")
     print("|---|---|---|---|---|")
-    for layer, x in zip(layers, inputs):
+    for layer, x in zip(layers, inputs, strict=True):
         _, scores = layer(x, return_attention_scores=True)
         n, h, w, heads, k, _ = scores.shape
         p = np.asarray(scores).reshape(n, h, w, heads, k * k)

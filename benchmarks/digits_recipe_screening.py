@@ -73,7 +73,9 @@ if spec.get("stem_kernel"):
     def _stem(x, stem, width):
         if stem != "conv_small":
             return orig_stem(x, stem, width)
-        x = keras.layers.Conv2D(width, spec["stem_kernel"], padding="same", use_bias=False, name="conv1_conv")(x)
+        x = keras.layers.Conv2D(
+            width, spec["stem_kernel"], padding="same", use_bias=False, name="conv1_conv"
+        )(x)
         x = resnet._batch_norm("conv1_bn")(x)
         return keras.layers.Activation("relu", name="conv1_relu")(x)
     resnet._stem = _stem
@@ -86,8 +88,10 @@ if spec.get("attention_logits") or spec.get("logit_lr"):
     orig_build = layer_class.build
     def build(self, input_shape):
         orig_build(self, input_shape)
-        if "q" in scaled: self.query_kernel.assign(self.query_kernel / alpha)
-        if "k" in scaled: self.key_kernel.assign(self.key_kernel / alpha)
+        if "q" in scaled:
+            self.query_kernel.assign(self.query_kernel / alpha)
+        if "k" in scaled:
+            self.key_kernel.assign(self.key_kernel / alpha)
         if "r" in scaled and self.use_relative_position:
             self.row_embeddings.assign(self.row_embeddings / alpha)
             self.column_embeddings.assign(self.column_embeddings / alpha)
@@ -98,11 +102,16 @@ if spec.get("attention_logits") or spec.get("logit_lr"):
             return value
         if mode == "uniform":
             query = query * 0.0
-        if "q" in scaled: query = query * alpha
-        if "k" in scaled: key = key * alpha
-        if "r" in scaled and row is not None: row, column = row * alpha, column * alpha
+        if "q" in scaled:
+            query = query * alpha
+        if "k" in scaled:
+            key = key * alpha
+        if "r" in scaled and row is not None:
+            row, column = row * alpha, column * alpha
         return orig_attention(query, key, value, row, column, **kwargs)
-    la.attention_ops = types.SimpleNamespace(**{**vars(la.attention_ops), "local_attention": local_attention})
+    la.attention_ops = types.SimpleNamespace(
+        **{**vars(la.attention_ops), "local_attention": local_attention}
+    )
 if spec.get("strides"):
     import functools
     resnet.SASAResNet = functools.partial(resnet.SASAResNet, stackwise_strides=tuple(spec["strides"]))
