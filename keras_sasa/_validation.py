@@ -159,6 +159,22 @@ def attention_stages(value, num_groups=4, name="attention_stages"):
     return tuple(sorted({int(group) for group in stages}))
 
 
+def stage_strides(value, num_groups=4, name="stage_strides"):
+    """The downsampling of each of the `num_groups` groups' first block: positive ints.
+
+    Raises:
+        TypeError: `value` is not a sequence.
+        ValueError: not `num_groups` positive integers.
+    """
+    try:
+        strides = tuple(value)
+    except TypeError:
+        raise error(name, value, "Expected a sequence of strides", TypeError) from None
+    if len(strides) != num_groups or not all(is_int(s) and s >= 1 for s in strides):
+        raise error(name, value, f"Expected {num_groups} positive integers, one per group")
+    return tuple(int(s) for s in strides)
+
+
 def parse_stages(text):
     """ "2,3,4" -> (2, 3, 4); "none" or "" -> () (no attention). ValueError otherwise."""
     text = text.strip().lower()

@@ -100,10 +100,23 @@ def test_resolve_picks_small_image_defaults_for_digits(digits_dir):
         3,
     )
     assert config.num_heads == 2
+    assert config.stage_strides == (1, 1, 2, 2)
     assert config.learning_rate == pytest.approx(0.1 * config.batch_size / 256)
     assert config.warmup_epochs == pytest.approx(config.epochs * 10 / 130)
     baseline = training.baseline(config)
     assert (baseline.stem, baseline.attention_stages) == ("conv_small", ())
+    assert baseline.stage_strides == config.stage_strides
+
+
+def test_stage_strides_reach_the_model(digits_dir):
+    info = data.dataset_info("digits", data_dir=digits_dir)
+    config = training.resolve(
+        training.TrainConfig(stage_strides=(1, 2, 1, 2), base_width=4, num_heads=2), info
+    )
+    model = training.build_model(config, info)
+    sides = [model.get_layer(f"conv{g + 1}_block1_out").output.shape[1] for g in range(1, 5)]
+    assert sides == [8, 4, 4, 2]
+    assert config.to_dict()["stage_strides"] == [1, 2, 1, 2]
 
 
 def test_resolve_picks_the_papers_settings_for_large_images(digits_dir):
@@ -319,6 +332,9 @@ def test_summary_prints_the_paper_table(monkeypatch, capsys):
         (["--batch-size", "-8"], "argument --batch-size: expected a positive integer, got -8"),
         (["--stem", "attention"], "the input is too small"),
         (["--attention-stages", "1,5"], "1..4. Received: attention_stages=(1, 5)"),
+        (["--stage-strides", "1,2,2"], "4 positive integers, one per group. Received: "),
+        (["--stage-strides", "1,x,2,2"], "argument --stage-strides: expected integers"),
+        (["--stage-strides", "0,2,2,2"], "Received: stage_strides=(0, 2, 2, 2)"),
         (["--seeds", "0,0"], "argument --seeds: expected distinct integers"),
         (["--seeds", "a,b"], "argument --seeds: expected integers like 0,1,2, got 'a,b'"),
         (["--validation-split", "1.5"], "`validation_split`. Expected a value in [0.01, 0.99]"),
@@ -332,6 +348,9 @@ def test_summary_prints_the_paper_table(monkeypatch, capsys):
         "batch-size",
         "too-small-images",
         "stages",
+        "strides-count",
+        "strides-word",
+        "strides-zero",
         "repeated-seed",
         "seed-word",
         "split-range",

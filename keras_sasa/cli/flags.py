@@ -113,6 +113,8 @@ def _value_options(field):
         if field.default is False:
             return {"action": "store_true"}
         return {"action": argparse.BooleanOptionalAction}
+    if field.name == "stage_strides":
+        return {"type": int_list}
     if typing.get_origin(_without_none(kind)) is tuple:  # attention_stages
         return {"type": attention_stages}
     if bounds is not None and int in (kind, *typing.get_args(kind)):

@@ -328,9 +328,11 @@ def _named(depth, stackwise_num_blocks):
         border="mask",
         implementation="auto",
         use_relative_position=True,
+        stackwise_strides=(1, 2, 2, 2),
     ):
         return SASAResNet(
             stackwise_num_blocks,
+            stackwise_strides=stackwise_strides,
             include_top=include_top,
             weights=weights,
             input_tensor=input_tensor,
@@ -355,8 +357,8 @@ def _named(depth, stackwise_num_blocks):
         "bottleneck blocks per group.\n\n"
         "    Arguments as in `SASAResNet` (the keras.applications ones, then `stem`,\n"
         "    `attention_stages`, `kernel_size`, `num_heads`, `base_width`, `border`,\n"
-        "    `implementation`, `use_relative_position`). The defaults give the paper's\n"
-        "    full-attention model.\n"
+        "    `implementation`, `use_relative_position`, `stackwise_strides`). The defaults\n"
+        "    give the paper's full-attention model.\n"
     )
     return builder
 

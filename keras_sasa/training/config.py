@@ -31,6 +31,7 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 # 224 x 224 input (`keras_sasa.data.augment.DEFAULT_LARGE_IMAGE_SIZE`).
 LARGE_IMAGE_DEFAULTS = {
     "stem": "attention",
+    "stage_strides": (1, 2, 2, 2),
     "kernel_size": 7,
     "base_width": 64,
     "num_heads": 8,
@@ -45,9 +46,14 @@ LARGE_IMAGE_DEFAULTS = {
 # already spans most of the map, and over three seeds on the held-out split it tied with
 # 7 x 7 while learning faster and fitting the training set better
 # (benchmarks/digits_window_selection.sh, digits_window_quarter.sh). `SASAResNet` cuts a
-# window to what a small map reaches (1 x 1 on group 4's 1 x 1 map).
+# window to what a small map reaches. The groups' strides are (1, 1, 2, 2): the 8 x 8
+# digits then reach groups 1-4 at 8, 8, 4 and 2 pixels a side, and no attention layer
+# works on a map under 4 x 4. With the ImageNet strides (1, 2, 2, 2) five of the eight
+# attention layers see 2 x 2 maps, where attention costs about a point of held-out
+# accuracy against convolutions (benchmarks/results/digits_screening/recipe.jsonl).
 SMALL_IMAGE_DEFAULTS = {
     "stem": "conv_small",
+    "stage_strides": (1, 1, 2, 2),
     "kernel_size": 3,
     "base_width": 16,
     "num_heads": 2,
@@ -106,6 +112,9 @@ class TrainConfig:
             for large inputs, "conv_small" for inputs of at most 64 pixels.
         attention_stages: groups (1..4) that use attention; None: all; () gives the
             convolutional baseline.
+        stage_strides: the downsampling of each group's first block
+            (`SASAResNet(stackwise_strides=...)`); None: (1, 2, 2, 2), or (1, 1, 2, 2) for
+            small images.
         kernel_size: spatial extent k of the attention; None: 7 (the paper's).
         num_heads, base_width: heads of every attention layer, width of group 1.
         use_relative_position: the attention layers' relative position embeddings
@@ -169,6 +178,14 @@ class TrainConfig:
         "model",
         "groups using attention, e.g. 2,3,4 or none (default: 1,2,3,4)",
         metavar="GROUPS",
+    )
+    stage_strides: Optional[Tuple[int, ...]] = _field(
+        None,
+        "model",
+        "stride of each group's first block (default: "
+        f"{','.join(map(str, LARGE_IMAGE_DEFAULTS['stage_strides']))}; "
+        f"{','.join(map(str, SMALL_IMAGE_DEFAULTS['stage_strides']))} for small images)",
+        metavar="STRIDES",
     )
     kernel_size: Optional[int] = _field(
         None, "model", f"spatial extent k of the attention ({_defaults('kernel_size')})", low=1
@@ -264,8 +281,9 @@ class TrainConfig:
 
     def to_dict(self):
         values = dataclasses.asdict(self)
-        if values["attention_stages"] is not None:
-            values["attention_stages"] = list(values["attention_stages"])
+        for name in ("attention_stages", "stage_strides"):
+            if values[name] is not None:
+                values[name] = list(values[name])
         return values
 
     def run_fields(self):
@@ -305,6 +323,8 @@ def check(config):
         check_validation_split(config.validation_split, config.train_split)
     if config.attention_stages is not None:
         validation.attention_stages(config.attention_stages)
+    if config.stage_strides is not None:
+        validation.stage_strides(config.stage_strides)
     return config
 
 
@@ -383,6 +403,7 @@ def resolve(config, info):
             if config.attention_stages is None
             else tuple(sorted(set(config.attention_stages)))
         ),
+        stage_strides=tuple(pick("stage_strides")),
         num_heads=pick("num_heads"),
         base_width=pick("base_width"),
         image_size=image_size,

@@ -217,6 +217,7 @@ def build_model(config, info):
         name=f"{config.model}_conv_baseline" if conv_only else config.model,
         stem=config.stem,
         attention_stages=config.attention_stages,
+        stackwise_strides=config.stage_strides,
         kernel_size=config.kernel_size,
         num_heads=config.num_heads,
         base_width=config.base_width,
