@@ -105,6 +105,7 @@ def test_default_space_is_the_papers_design_space_with_stems_for_the_image_size(
     assert space.num_heads == (1, 2, 4, 8)
     assert space.stem == ("attention_small", "conv_small")
     assert space.attention_stages == ((1, 2, 3, 4), (2, 3, 4), (3, 4), (4,))
+    assert space.stage_strides == ((1, 1, 2, 2),)
     assert space.use_relative_position == (True, False)
     # 0.1 per 256 images at the default batch of 64, times 1/4 and 4.
     assert space.learning_rate == pytest.approx((0.025 / 4, 0.025 * 4))
@@ -131,6 +132,8 @@ def test_one_value_fixes_a_hyperparameter():
         (dict(num_heads=3), ValueError, "3 does not divide 16"),
         (dict(stem="conv_big"), ValueError, "stem='conv_big'"),
         (dict(attention_stages=[(1, 5)]), ValueError, "attention_stages=[(1, 5)]"),
+        (dict(stage_strides=[(1, 2, 2)]), ValueError, "stage_strides=[(1, 2, 2)]"),
+        (dict(stage_strides=[(1, 0, 2, 2)]), ValueError, "four positive strides per set"),
         (dict(use_relative_position="on"), TypeError, "use_relative_position='on'"),
         (dict(learning_rate=(0.1, 0.01)), ValueError, "inverted (min > max)"),
         (dict(learning_rate=()), ValueError, "Expected (min, max); the range is empty"),
@@ -144,6 +147,20 @@ def test_bad_search_space_raises_naming_the_argument_and_value(arguments, error,
     with pytest.raises(error) as raised:
         SearchSpace(**arguments)
     assert message in str(raised.value)
+
+
+def test_stage_strides_are_searched_as_choices_and_reach_the_config():
+    space = SearchSpace(stage_strides=((1, 2, 2, 2), (1, 1, 2, 2)), stem="conv_small")
+    hp = keras_tuner.HyperParameters()
+    values = space.resolve(training.TrainConfig(image_size=8, batch_size=64)).declare(hp)
+    choice = {h.name: h for h in hp.space}["stage_strides"]
+    assert type(choice).__name__ == "Choice" and choice.values == ["1,2,2,2", "1,1,2,2"]
+    assert values["stage_strides"] == "1,2,2,2"
+    config = tuning.config_for(training.TrainConfig(), {"stage_strides": "1,1,2,2"})
+    assert config.stage_strides == (1, 1, 2, 2)
+    assert space.resolve(training.TrainConfig(image_size=8, batch_size=64)).contains(
+        {**hp.values, "stage_strides": "1,1,2,2"}
+    )
 
 
 @pytest.mark.parametrize(
@@ -168,7 +185,10 @@ def test_a_validation_split_of_a_sliced_training_split_is_refused(digits_dir):
 
 def test_a_stem_too_large_for_the_images_is_refused_before_searching(digits_dir):
     hypermodel = SASAHyperModel(tiny_config(digits_dir), SearchSpace(stem=("conv", "conv_small")))
-    with pytest.raises(ValueError, match="the 'conv' stem and the four groups downsample by 32"):
+    with pytest.raises(
+        ValueError,
+        match=r"the 'conv' stem and the four groups downsample by 16 \(group strides 1,1,2,2\)",
+    ):
         hypermodel.prepare()
 
 
@@ -203,7 +223,9 @@ def test_bad_search_arguments_raise_before_anything_is_written(arguments, error,
         (["--learning-rate", "0.1:0.001"], "the range is inverted"),
         (["--weight-decay", "1:2:3"], "expected MIN:MAX or a number"),
         (["--relative-position", "maybe"], "cannot read 'maybe'"),
-        (["--stems", "conv"], "the 'conv' stem and the four groups downsample by 32"),
+        (["--stems", "conv"], "the 'conv' stem and the four groups downsample by 16"),
+        (["--stage-strides", "1,x,2,2"], "Invalid value for --stage-strides: expected integers"),
+        (["--stage-strides", "1,2,2,2;1,2"], "Received: stage_strides=((1, 2, 2, 2), (1, 2))"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(

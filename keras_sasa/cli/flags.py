@@ -171,7 +171,8 @@ def space_values(args, space_class):
             values[field.name] = _range(flag, text)
         elif typing.get_origin(item_types[0]) is tuple:
             sets = [part.strip() for part in text.split(";") if part.strip()]
-            values[field.name] = tuple(_stages_or_error(flag, part) for part in sets)
+            read = _strides_or_error if field.name == "stage_strides" else _stages_or_error
+            values[field.name] = tuple(read(flag, part) for part in sets)
         else:
             read = {int: int, str: str, bool: _on_off}[item_types[0]]
             values[field.name] = _split_list(flag, text, read)
@@ -212,6 +213,13 @@ def _range(flag, text):
 def _stages_or_error(flag, text):
     try:
         return attention_stages(text)
+    except argparse.ArgumentTypeError as error:
+        raise UsageError(f"Invalid value for {flag}: {error}.") from None
+
+
+def _strides_or_error(flag, text):
+    try:
+        return int_list(text)
     except argparse.ArgumentTypeError as error:
         raise UsageError(f"Invalid value for {flag}: {error}.") from None
 

@@ -44,6 +44,7 @@ _COLUMNS = {
     "num_heads": "heads",
     "stem": "stem",
     "attention_stages": "attention",
+    "stage_strides": "strides",
     "use_relative_position": "rel.pos",
     "base_width": "width",
     "learning_rate": "lr",

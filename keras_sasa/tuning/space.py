@@ -17,6 +17,8 @@ from typing import Optional, Tuple
 
 from keras_sasa import _validation as validation
 from keras_sasa.training import recipe
+from keras_sasa.training.config import LARGE_IMAGE_DEFAULTS
+from keras_sasa.training.config import SMALL_IMAGE_DEFAULTS
 from keras_sasa.training.config import is_small
 
 # Table 4 of the paper.
@@ -41,6 +43,7 @@ CHOICE_FIELDS = (
     "num_heads",
     "stem",
     "attention_stages",
+    "stage_strides",
     "use_relative_position",
     "base_width",
 )
@@ -81,6 +84,9 @@ class SearchSpace:
         attention_stages: sets of groups (1..4) that use attention; `()` is the
             convolutional baseline. Defaults to the paper's Table 3: (1, 2, 3, 4),
             (2, 3, 4), (3, 4), (4,).
+        stage_strides: the groups' strides (`TrainConfig.stage_strides`), one tuple of
+            four per choice. Defaults to the training default for the images: (1, 2, 2, 2),
+            or (1, 1, 2, 2) for images of at most 64 pixels.
         use_relative_position: whether the attention layers learn relative position
             embeddings (positional encoding on or off). Defaults to both.
         base_width: widths of the stem and group 1. Defaults to 16, 32, 64.
@@ -113,6 +119,13 @@ class SearchSpace:
         "GROUPS;...",
         "sets of groups using attention, separated by ';' (e.g. '1,2,3,4;2,3,4;none'; "
         f"default: {';'.join(_commas(stages) or 'none' for stages in PAPER_ATTENTION_STAGES)})",
+    )
+    stage_strides: Optional[Tuple[Tuple[int, ...], ...]] = _field(
+        None,
+        "--stage-strides",
+        "STRIDES;...",
+        "the groups' strides, sets separated by ';' (e.g. '1,2,2,2;1,1,2,2'; default: the "
+        "training default: 1,2,2,2, or 1,1,2,2 for images <= 64 pixels)",
     )
     use_relative_position: Tuple[bool, ...] = _field(
         (True, False), "--relative-position", "on,off", "positional encoding (default: on,off)"
@@ -155,6 +168,13 @@ class SearchSpace:
         ):
             stages = (stages,)  # A flat sequence of groups, (2, 3, 4), is one set.
         set_field("attention_stages", validation.choices("attention_stages", stages, _stage_set))
+        strides = self.stage_strides
+        if strides is not None:
+            if isinstance(strides, (tuple, list)) and all(
+                isinstance(item, numbers.Integral) for item in strides
+            ):
+                strides = (strides,)  # One set of strides, (1, 1, 2, 2).
+            set_field("stage_strides", validation.choices("stage_strides", strides, _stride_set))
         set_field(
             "use_relative_position",
             validation.choices("use_relative_position", self.use_relative_position, _boolean),
@@ -192,8 +212,8 @@ class SearchSpace:
         values = {}
         for name in FIELDS:
             value = getattr(self, name)
-            if name == "attention_stages":
-                value = [list(stages) for stages in value]
+            if name in ("attention_stages", "stage_strides") and value is not None:
+                value = [list(groups) for groups in value]
             values[name] = None if value is None else list(value)
         return values
 
@@ -218,15 +238,21 @@ class SearchSpace:
 
         small = is_small(config.image_size)
         stems = self.stem or (SMALL_STEMS if small else LARGE_STEMS)
+        defaults = SMALL_IMAGE_DEFAULTS if small else LARGE_IMAGE_DEFAULTS
+        all_strides = self.stage_strides or (
+            tuple(config.stage_strides or defaults["stage_strides"]),
+        )
         for stem in stems:
-            min_size = min_input_size(stem)
-            if config.image_size < min_size:
-                raise validation.error(
-                    "stem",
-                    stems,
-                    f"Expected stems that {config.image_size}-pixel images allow: the {stem!r} "
-                    f"stem and the four groups downsample by {min_size}",
-                )
+            for strides in all_strides:
+                min_size = min_input_size(stem, strides)
+                if config.image_size < min_size:
+                    raise validation.error(
+                        "stem",
+                        stems,
+                        f"Expected stems that {config.image_size}-pixel images allow: the "
+                        f"{stem!r} stem and the four groups downsample by {min_size} (group "
+                        f"strides {encode_stages(strides)})",
+                    )
             heads = stem_heads(stem)
             if heads is not None:
                 for width in self.base_width:
@@ -240,7 +266,7 @@ class SearchSpace:
         if learning_rate is None:
             default = recipe.scaled_learning_rate(config.batch_size)
             learning_rate = (default / LEARNING_RATE_FACTOR, default * LEARNING_RATE_FACTOR)
-        return self.replace(stem=stems, learning_rate=learning_rate)
+        return self.replace(stem=stems, stage_strides=all_strides, learning_rate=learning_rate)
 
     def declare(self, hp):
         """Declares the space's hyperparameters in a `keras_tuner.HyperParameters`.
@@ -251,13 +277,13 @@ class SearchSpace:
         Returns:
             `{name: value}` of the values `hp` holds for this trial.
         """
-        if self.stem is None or self.learning_rate is None:
+        if self.stem is None or self.stage_strides is None or self.learning_rate is None:
             raise ValueError("Resolve the space (`SearchSpace.resolve`) before declaring it.")
         values = {}
         for name in CHOICE_FIELDS:
             choices = getattr(self, name)
-            if name == "attention_stages":
-                choices = tuple(encode_stages(stages) for stages in choices)
+            if name in ("attention_stages", "stage_strides"):
+                choices = tuple(encode_stages(groups) for groups in choices)
             if len(choices) == 1:
                 values[name] = hp.Fixed(name, choices[0])
             elif name == "use_relative_position":
@@ -278,7 +304,7 @@ class SearchSpace:
         """Whether trial `values` (as `declare` gives them) lie in this resolved space."""
         for name in CHOICE_FIELDS:
             value = values[name]
-            if name == "attention_stages":
+            if name in ("attention_stages", "stage_strides"):
                 value = decode_stages(value)
             if value not in getattr(self, name):
                 return False
@@ -302,8 +328,9 @@ def config_for(config, values):
         `config` with the trial's values.
     """
     changes = {name: values[name] for name in FIELDS if name in values}
-    if "attention_stages" in changes:
-        changes["attention_stages"] = decode_stages(changes["attention_stages"])
+    for name in ("attention_stages", "stage_strides"):
+        if name in changes:
+            changes[name] = decode_stages(changes[name])
     for name in ("kernel_size", "num_heads", "base_width"):
         if name in changes:
             changes[name] = int(changes[name])
@@ -316,12 +343,13 @@ def config_for(config, values):
 
 
 def encode_stages(stages):
-    """(2, 3, 4) -> "2,3,4"; () -> "none" (a keras-tuner choice must be a scalar)."""
+    """(2, 3, 4) -> "2,3,4"; () -> "none" (a keras-tuner choice must be a scalar). Also
+    encodes the groups' strides: (1, 1, 2, 2) -> "1,1,2,2"."""
     return ",".join(str(group) for group in stages) or "none"
 
 
 def decode_stages(text):
-    """ "2,3,4" -> (2, 3, 4); "none" -> ()."""
+    """ "2,3,4" -> (2, 3, 4); "none" -> (). Also decodes strides, "1,1,2,2"."""
     if isinstance(text, (tuple, list)):
         return tuple(text)
     return validation.parse_stages(text)
@@ -363,3 +391,10 @@ def _stage_set(item):
         return validation.attention_stages(decode_stages(item) if isinstance(item, str) else item)
     except (TypeError, ValueError) as error:
         raise type(error)("Expected sets of groups 1..4") from None
+
+
+def _stride_set(item):
+    try:
+        return validation.stage_strides(decode_stages(item) if isinstance(item, str) else item)
+    except (TypeError, ValueError) as error:
+        raise type(error)("Expected four positive strides per set, one per group") from None
