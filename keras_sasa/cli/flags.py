@@ -171,8 +171,8 @@ def space_values(args, space_class):
             values[field.name] = _range(flag, text)
         elif typing.get_origin(item_types[0]) is tuple:
             sets = [part.strip() for part in text.split(";") if part.strip()]
-            read = _strides_or_error if field.name == "stage_strides" else _stages_or_error
-            values[field.name] = tuple(read(flag, part) for part in sets)
+            read = int_list if field.name == "stage_strides" else attention_stages
+            values[field.name] = tuple(_read_or_error(read, flag, part) for part in sets)
         else:
             read = {int: int, str: str, bool: _on_off}[item_types[0]]
             values[field.name] = _split_list(flag, text, read)
@@ -210,16 +210,10 @@ def _range(flag, text):
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
-def _stages_or_error(flag, text):
+def _read_or_error(read, flag, text):
+    """`read(text)` (an argparse type); UsageError naming `flag` if it cannot read it."""
     try:
-        return attention_stages(text)
-    except argparse.ArgumentTypeError as error:
-        raise UsageError(f"Invalid value for {flag}: {error}.") from None
-
-
-def _strides_or_error(flag, text):
-    try:
-        return int_list(text)
+        return read(text)
     except argparse.ArgumentTypeError as error:
         raise UsageError(f"Invalid value for {flag}: {error}.") from None
 

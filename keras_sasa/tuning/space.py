@@ -125,7 +125,8 @@ class SearchSpace:
         "--stage-strides",
         "STRIDES;...",
         "the groups' strides, sets separated by ';' (e.g. '1,2,2,2;1,1,2,2'; default: the "
-        "training default: 1,2,2,2, or 1,1,2,2 for images <= 64 pixels)",
+        f"training default: {_commas(LARGE_IMAGE_DEFAULTS['stage_strides'])}, or "
+        f"{_commas(SMALL_IMAGE_DEFAULTS['stage_strides'])} for images <= 64 pixels)",
     )
     use_relative_position: Tuple[bool, ...] = _field(
         (True, False), "--relative-position", "on,off", "positional encoding (default: on,off)"
@@ -160,20 +161,10 @@ class SearchSpace:
         set_field("num_heads", validation.choices("num_heads", self.num_heads, _positive_int))
         if self.stem is not None:
             set_field("stem", validation.choices("stem", self.stem, _stem))
-        stages = self.attention_stages
-        if (
-            isinstance(stages, (tuple, list))
-            and stages
-            and all(isinstance(group, numbers.Integral) for group in stages)
-        ):
-            stages = (stages,)  # A flat sequence of groups, (2, 3, 4), is one set.
+        stages = _as_sets(self.attention_stages)
         set_field("attention_stages", validation.choices("attention_stages", stages, _stage_set))
-        strides = self.stage_strides
-        if strides is not None:
-            if isinstance(strides, (tuple, list)) and all(
-                isinstance(item, numbers.Integral) for item in strides
-            ):
-                strides = (strides,)  # One set of strides, (1, 1, 2, 2).
+        if self.stage_strides is not None:
+            strides = _as_sets(self.stage_strides)
             set_field("stage_strides", validation.choices("stage_strides", strides, _stride_set))
         set_field(
             "use_relative_position",
@@ -353,6 +344,17 @@ def decode_stages(text):
     if isinstance(text, (tuple, list)):
         return tuple(text)
     return validation.parse_stages(text)
+
+
+def _as_sets(value):
+    """A flat sequence of integers, (2, 3, 4) or (1, 1, 2, 2), is one set: ((2, 3, 4),)."""
+    if (
+        isinstance(value, (tuple, list))
+        and value
+        and all(isinstance(item, numbers.Integral) for item in value)
+    ):
+        return (value,)
+    return value
 
 
 def _positive_int(item):
