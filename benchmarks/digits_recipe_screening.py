@@ -10,7 +10,8 @@ the run. Besides "config": "zero_gamma" (zero-initialised last batch norm of eac
 "optimizer" ({"name": "adamw"}: keras.optimizers.AdamW with the config's learning rate and
 weight decay), "layer" (LocalSelfAttention2D arguments; "embedding_stddev" sets the
 relative tables' initial standard deviation), "strides" (the groups' strides,
-`SASAResNet(stackwise_strides=...)`), "tiny_window" ([n, k]: window k on feature maps of
+`TrainConfig(stage_strides=...)`; every row records them: the rows written before the
+small-image default became (1, 1, 2, 2) ran with (1, 2, 2, 2)), "tiny_window" ([n, k]: window k on feature maps of
 at most n pixels a side), "global_clipnorm" (SGD's gradient clipping by global norm),
 "head_size" (heads = filters / head_size in each attention layer), "stem_kernel" (K: the
 conv_small stem's convolution is K x K; the paper's conv stem is 7 x 7).
@@ -112,9 +113,6 @@ if spec.get("attention_logits") or spec.get("logit_lr"):
     la.attention_ops = types.SimpleNamespace(
         **{**vars(la.attention_ops), "local_attention": local_attention}
     )
-if spec.get("strides"):
-    import functools
-    resnet.SASAResNet = functools.partial(resnet.SASAResNet, stackwise_strides=tuple(spec["strides"]))
 if spec.get("tiny_window"):
     # Feature maps of at most tiny_window[0] pixels a side get a window of tiny_window[1].
     orig_window = resnet._window_size
@@ -127,6 +125,8 @@ if spec.get("tiny_window"):
 cfg = dict(spec.get("config", {}))
 if cfg.get("attention_stages") is not None: cfg["attention_stages"] = tuple(cfg["attention_stages"])
 cfg.setdefault("validation_split", 0.2)
+if spec.get("strides"):
+    cfg["stage_strides"] = tuple(spec["strides"])
 config = training.TrainConfig(output_dir=f"runs/digits_recipe_screening/{name}", verbose=0, **cfg)
 t = time.time()
 res = training.train(config, log=lambda m: None)

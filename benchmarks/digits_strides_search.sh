@@ -4,8 +4,9 @@
 # maps in groups 3 and 4, against (1, 1, 2, 2) (maps of 8, 8, 4, 2 pixels a side), with
 # the main job's other settings and length (30 epochs, conv_small stem, k=3, 2 heads,
 # width 16, batch 64, learning rate 0.025), scored on a held-out 20% of the training
-# split, seed 0 (two trials: the random tuner does not repeat a point). Writes the searches under $1 (default runs/digits_strides_search) and
-# copies their settings and ranked results here.
+# split, seed 0 (two trials: the random tuner does not repeat a point). Writes the
+# searches under $1 (default runs/digits_strides_search) and copies their settings and
+# ranked results here.
 set -euo pipefail
 out=${1:-runs/digits_strides_search}
 here=$(dirname "$0")/results/digits_strides_search
