@@ -14,7 +14,9 @@ relative tables' initial standard deviation), "strides" (the groups' strides,
 small-image default became (1, 1, 2, 2) ran with (1, 2, 2, 2)), "tiny_window" ([n, k]: window k on feature maps of
 at most n pixels a side), "global_clipnorm" (SGD's gradient clipping by global norm),
 "head_size" (heads = filters / head_size in each attention layer), "stem_kernel" (K: the
-conv_small stem's convolution is K x K; the paper's conv stem is 7 x 7).
+conv_small stem's convolution is K x K; the paper's conv stem is 7 x 7), "affine"
+([degrees, zoom]: training images are also rotated by up to that many degrees and scaled
+by 1 +- zoom about their centre).
 Diagnostics of the attention layer: "attention_logits": "uniform" (the query is zeroed, so
 every window is averaged with equal weights: attention that learns nothing) or "identity"
 (the layer returns its value projection: no spatial mixing at all); "logit_lr": [a, "qkr"]
@@ -122,6 +124,33 @@ if spec.get("tiny_window"):
             return spec["tiny_window"][1]
         return orig_window(x, kernel_size, border, **rest)
     resnet._window_size = _window
+if spec.get("affine"):
+    # Training images are also rotated by up to affine[0] degrees and scaled by up to
+    # 1 +- affine[1] about their centre (bilinear), before the pad-and-crop shift.
+    import math
+    import tensorflow as tf
+    from keras_sasa.data import pipeline
+    degrees, zoom = spec["affine"]
+    orig_view = pipeline._small_image_view
+    def _affine_view(image_size, *, training, flip):
+        view = orig_view(image_size, training=training, flip=flip)
+        if not training:
+            return view
+        def affine(image, seed_pair):
+            angle_seed, scale_seed, rest = tf.unstack(tf.random.experimental.stateless_split(seed_pair, 3))
+            angle = tf.random.stateless_uniform([], angle_seed, -degrees, degrees) * (math.pi / 180)
+            scale = tf.random.stateless_uniform([], scale_seed, 1 - zoom, 1 + zoom)
+            h, w = float(image.shape[0]), float(image.shape[1])
+            cy, cx = (h - 1) / 2, (w - 1) / 2
+            c, s = tf.cos(angle) / scale, tf.sin(angle) / scale
+            # Output pixel (x, y) reads input (c(x-cx) - s(y-cy) + cx, s(x-cx) + c(y-cy) + cy).
+            transform = tf.stack([c, -s, cx - c * cx + s * cy, s, c, cy - s * cx - c * cy, 0.0, 0.0])
+            out = tf.raw_ops.ImageProjectiveTransformV3(
+                images=image[None], transforms=transform[None], output_shape=tf.shape(image)[:2],
+                fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")[0]
+            return view(out, rest)
+        return affine
+    pipeline._small_image_view = _affine_view
 cfg = dict(spec.get("config", {}))
 if cfg.get("attention_stages") is not None: cfg["attention_stages"] = tuple(cfg["attention_stages"])
 cfg.setdefault("validation_split", 0.2)
