@@ -16,7 +16,9 @@ at most n pixels a side), "global_clipnorm" (SGD's gradient clipping by global n
 "head_size" (heads = filters / head_size in each attention layer), "stem_kernel" (K: the
 conv_small stem's convolution is K x K; the paper's conv stem is 7 x 7), "affine"
 ([degrees, zoom]: training images are also rotated by up to that many degrees and scaled
-by 1 +- zoom about their centre).
+by 1 +- zoom about their centre), "body_stem_layer" ({"num_mixtures": m, ...}: every
+attention layer of the body is `AttentionStem2D(window="sliding")`, the stem's layer with
+spatially-aware values, with these arguments).
 Diagnostics of the attention layer: "attention_logits": "uniform" (the query is zeroed, so
 every window is averaged with equal weights: attention that learns nothing) or "identity"
 (the layer returns its value projection: no spatial mixing at all); "logit_lr": [a, "qkr"]
@@ -64,6 +66,16 @@ if layer_over:
     if "embedding_stddev" in kw:
         kw["embedding_initializer"] = keras.initializers.TruncatedNormal(stddev=kw.pop("embedding_stddev"))
     resnet.LocalSelfAttention2D = functools.partial(resnet.LocalSelfAttention2D, **kw)
+if spec.get("body_stem_layer"):
+    # Every attention layer of the body is the stem's layer, AttentionStem2D with a
+    # sliding window: spatially-aware values (position enters through the values, not
+    # the logits), with these extra arguments (num_mixtures, scale_logits).
+    from keras_sasa.layers import AttentionStem2D
+    stem_kw = dict(spec["body_stem_layer"])
+    def _stem_layer(filters, kernel_size, num_heads, strides=1, name=None, **_):
+        return AttentionStem2D(filters, kernel_size=kernel_size, num_heads=num_heads,
+                               strides=strides, window="sliding", name=name, **stem_kw)
+    resnet.LocalSelfAttention2D = _stem_layer
 if spec.get("head_size"):
     # Heads = filters / head_size in every attention layer (at least 1).
     base_layer = resnet.LocalSelfAttention2D
