@@ -87,6 +87,8 @@ def test_seeds_train_in_their_own_directories_and_are_summarised(digits_dir, tmp
         epochs=1,
         batch_size=64,
         verbose=0,
+        # One attention layer: what is checked is the bookkeeping of the seeds.
+        attention_stages=(4,),
         **TINY,
     )
     results = training.train_seeds(config, (3, 5), log=lambda message: None)
