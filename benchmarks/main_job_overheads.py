@@ -98,7 +98,18 @@ def first_step(implementation):
         start = time.perf_counter()
         model.train_on_batch(x, y)
         later.append(time.perf_counter() - start)
-    print(f"{implementation}: first step {first:.1f} s, later steps {1e3 * np.median(later):.0f} ms")
+    later_ms = 1e3 * np.median(later)
+    print(f"{implementation}: first step {first:.1f} s, later steps {later_ms:.0f} ms")
+
+
+def _forward_backward(layer):
+    def forward_backward(x):
+        with tf.GradientTape() as tape:
+            y = layer(x)
+            loss = tf.reduce_sum(y * y)
+        return tape.gradient(loss, layer.trainable_weights)
+
+    return forward_backward
 
 
 def layer_ops():
@@ -106,19 +117,15 @@ def layer_ops():
     layer = LocalSelfAttention2D(shape[-1], kernel_size=3, num_heads=2)
     layer.build(shape)
 
-    @tf.function
-    def forward_backward(x):
-        with tf.GradientTape() as tape:
-            y = layer(x)
-            loss = tf.reduce_sum(y * y)
-        return tape.gradient(loss, layer.trainable_weights)
-
+    forward_backward = tf.function(_forward_backward(layer))
     spec = tf.TensorSpec(shape)
     both = forward_backward.get_concrete_function(spec).graph.get_operations()
     forward = tf.function(layer).get_concrete_function(spec).graph.get_operations()
     kinds = collections.Counter(op.type for op in both).most_common(4)
-    print(f"one attention layer: {len(forward)} graph ops forward, {len(both)} forward + "
-          f"backward, most common {kinds}")
+    print(
+        f"one attention layer: {len(forward)} graph ops forward, {len(both)} forward + "
+        f"backward, most common {kinds}"
+    )
 
 
 def layer_times():
@@ -131,19 +138,13 @@ def layer_times():
             )
             layer(x)
 
-            @tf.function
-            def step():
-                with tf.GradientTape() as tape:
-                    y = layer(x)
-                    loss = tf.reduce_sum(y * y)
-                return tape.gradient(loss, layer.trainable_weights)
-
-            step()
-            step()
+            step = tf.function(_forward_backward(layer))
+            step(x)
+            step(x)
             seconds = []
             for _ in range(30):
                 start = time.perf_counter()
-                step()
+                step(x)
                 seconds.append(time.perf_counter() - start)
             row.append(f"{implementation} {1e3 * np.median(seconds):.2f} ms")
         print(f"layer at {shape}: " + ", ".join(row))
