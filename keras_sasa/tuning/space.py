@@ -48,6 +48,8 @@ CHOICE_FIELDS = (
     "base_width",
 )
 RANGE_FIELDS = ("learning_rate", "weight_decay", "label_smoothing")
+# Choice fields whose choices are tuples of integers, held by keras-tuner as "2,3,4".
+SET_FIELDS = ("attention_stages", "stage_strides")
 FIELDS = CHOICE_FIELDS + RANGE_FIELDS
 
 
@@ -203,7 +205,7 @@ class SearchSpace:
         values = {}
         for name in FIELDS:
             value = getattr(self, name)
-            if name in ("attention_stages", "stage_strides") and value is not None:
+            if name in SET_FIELDS and value is not None:
                 value = [list(groups) for groups in value]
             values[name] = None if value is None else list(value)
         return values
@@ -273,7 +275,7 @@ class SearchSpace:
         values = {}
         for name in CHOICE_FIELDS:
             choices = getattr(self, name)
-            if name in ("attention_stages", "stage_strides"):
+            if name in SET_FIELDS:
                 choices = tuple(encode_stages(groups) for groups in choices)
             if len(choices) == 1:
                 values[name] = hp.Fixed(name, choices[0])
@@ -295,7 +297,7 @@ class SearchSpace:
         """Whether trial `values` (as `declare` gives them) lie in this resolved space."""
         for name in CHOICE_FIELDS:
             value = values[name]
-            if name in ("attention_stages", "stage_strides"):
+            if name in SET_FIELDS:
                 value = decode_stages(value)
             if value not in getattr(self, name):
                 return False
@@ -319,7 +321,7 @@ def config_for(config, values):
         `config` with the trial's values.
     """
     changes = {name: values[name] for name in FIELDS if name in values}
-    for name in ("attention_stages", "stage_strides"):
+    for name in SET_FIELDS:
         if name in changes:
             changes[name] = decode_stages(changes[name])
     for name in ("kernel_size", "num_heads", "base_width"):
