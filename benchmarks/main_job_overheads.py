@@ -33,9 +33,13 @@ import tensorflow as tf  # noqa: E402
 from keras_sasa import training  # noqa: E402
 from keras_sasa.layers import LocalSelfAttention2D  # noqa: E402
 from keras_sasa.models import resnet  # noqa: E402
+from keras_sasa.training.config import SMALL_IMAGE_DEFAULTS  # noqa: E402
 
-SMALL = dict(stem="conv_small", kernel_size=3, num_heads=2, base_width=16)
-STRIDES = (1, 1, 2, 2)
+# The main job's model: the small-image defaults.
+SMALL = {
+    name: SMALL_IMAGE_DEFAULTS[name] for name in ("stem", "kernel_size", "num_heads", "base_width")
+}
+STRIDES = SMALL_IMAGE_DEFAULTS["stage_strides"]
 # (batch, height, width, channels) of the attention layers of groups 1-4 on 8x8 digits.
 GROUP_SHAPES = [(64, 8, 8, 16), (64, 8, 8, 32), (64, 4, 4, 64), (64, 2, 2, 128)]
 
