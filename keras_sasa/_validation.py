@@ -17,7 +17,9 @@ def error(name, value, expected, kind=ValueError):
     received = f"{name}={value!r}"
     if kind is TypeError:
         received += f" of type {type(value).__name__}"
-    return kind(f"Invalid {what} for argument `{name}`. {expected}. Received: {received}")
+    exception = kind(f"Invalid {what} for argument `{name}`. {expected}. Received: {received}")
+    exception.expected = expected  # For `choices`, which echoes a whole sequence instead.
+    return exception
 
 
 def is_int(value):
@@ -83,8 +85,9 @@ def interval(low, high, low_open=False, high_open=True):
 
 def choices(name, value, check_item):
     """The distinct items of `value` (one value or a sequence), each passed through
-    `check_item`, which returns it or raises ValueError (TypeError) saying what it
-    expected; the error names `name` and echoes the whole `value`."""
+    `check_item(name, item)`, one of this module's checks (`positive_int`, `boolean`,
+    ...); the error says what that check expected, names `name` and echoes the whole
+    `value`."""
     if value is None or isinstance(value, (str, bool, numbers.Number)):
         values = (value,)
     else:
@@ -99,9 +102,10 @@ def choices(name, value, check_item):
     checked = []
     for item in values:
         try:
-            item = check_item(item)
+            item = check_item(name, item)
         except (TypeError, ValueError) as problem:
-            raise error(name, value, str(problem), type(problem)) from None
+            expected = getattr(problem, "expected", str(problem))
+            raise error(name, value, expected, type(problem)) from None
         if item not in checked:
             checked.append(item)
     return tuple(checked)
@@ -142,7 +146,7 @@ def heads_divide_filters(num_heads, filters):
         )
 
 
-def attention_stages(value, num_groups=4, name="attention_stages"):
+def attention_stages(name, value, num_groups=4):
     """The groups (1..`num_groups`) that use attention, sorted, each once.
 
     Raises:
@@ -159,7 +163,7 @@ def attention_stages(value, num_groups=4, name="attention_stages"):
     return tuple(sorted({int(group) for group in stages}))
 
 
-def stage_strides(value, num_groups=4, name="stage_strides"):
+def stage_strides(name, value, num_groups=4):
     """The downsampling of each of the `num_groups` groups' first block: positive ints.
 
     Raises:

@@ -30,7 +30,7 @@ import keras
 import tensorflow as tf
 
 from keras_sasa import _validation as check
-from keras_sasa.training.config import STRATEGIES
+from keras_sasa._choices import STRATEGIES
 
 # Steps per compiled call on a TPU when none is asked for: each call is a round trip
 # from the host, so several steps per call keep the TPU busy.

@@ -119,6 +119,62 @@ def test_stage_strides_reach_the_model(digits_dir):
     assert config.to_dict()["stage_strides"] == [1, 2, 1, 2]
 
 
+# What the model builders refuse, refused by the configuration's check before anything is
+# built: (the fields, the same model's builder arguments, the message).
+REFUSED_BY_THE_BUILDERS = [
+    (
+        dict(kernel_size=4),
+        dict(kernel_size=4),
+        "Expected an odd value, so that the window is centred on its pixel. "
+        "Received: kernel_size=4",
+    ),
+    (
+        dict(num_heads=3, base_width=16),
+        dict(num_heads=3, base_width=16),
+        "group 1 is 16 wide (base_width=16). Received: num_heads=3",
+    ),
+    (
+        dict(num_heads=64, base_width=8, attention_stages=(3, 4)),
+        dict(num_heads=64, base_width=8, attention_stages=(3, 4)),
+        "group 3 is 32 wide (base_width=8). Received: num_heads=64",
+    ),
+    (
+        dict(stem="attention_small", base_width=6, num_heads=2),
+        dict(stem="attention_small", base_width=6, num_heads=2),
+        "Expected a multiple of the 'attention_small' stem's 4 attention heads. "
+        "Received: base_width=6",
+    ),
+    (
+        dict(stem="conv", stage_strides=(1, 2, 2, 2), image_size=16),
+        dict(stem="conv", stackwise_strides=(1, 2, 2, 2), input_shape=(16, 16, 1)),
+        "Expected at least 32: the 'conv' stem and the groups (strides (1, 2, 2, 2)) "
+        "downsample the images by 32. Received: image_size=16",
+    ),
+]
+
+
+@pytest.mark.parametrize("fields, arguments, message", REFUSED_BY_THE_BUILDERS)
+def test_the_config_check_refuses_what_the_model_builder_refuses(fields, arguments, message):
+    from keras_sasa import models
+    from keras_sasa.training import config as config_module
+
+    with pytest.raises(ValueError) as raised:
+        config_module.check(training.TrainConfig(**fields))
+    assert message in str(raised.value)
+    builder_arguments = dict(input_shape=(32, 32, 1), classes=10, **TINY)
+    with pytest.raises(ValueError):
+        models.SASAResNet26(**{**builder_arguments, **arguments})
+
+
+def test_resolve_refuses_a_model_that_the_chosen_defaults_make_invalid(digits_dir):
+    info = data.dataset_info("digits", data_dir=digits_dir)
+    small = r"\(strides \(1, 1, 2, 2\)\) downsample the images by 16. Received: image_size=8"
+    with pytest.raises(ValueError, match=small):
+        training.resolve(training.TrainConfig(stem="conv"), info)
+    with pytest.raises(ValueError, match=r"16 wide \(base_width=16\). Received: num_heads=3"):
+        training.resolve(training.TrainConfig(num_heads=3), info)
+
+
 def test_resolve_picks_the_papers_settings_for_large_images(digits_dir):
     info = data.dataset_info("digits", data_dir=digits_dir)
     config = training.resolve(training.TrainConfig(image_size=224), info)

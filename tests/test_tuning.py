@@ -126,14 +126,23 @@ def test_one_value_fixes_a_hyperparameter():
     "arguments, error, message",
     [
         (dict(kernel_size=()), ValueError, "Expected at least one value. Received: kernel_size=()"),
-        (dict(kernel_size=(3, 4)), ValueError, "Expected odd sizes"),
+        (
+            dict(kernel_size=(3, 4)),
+            ValueError,
+            "Expected an odd value, so that the window is centred on its pixel. "
+            "Received: kernel_size=(3, 4)",
+        ),
         (dict(kernel_size="3"), TypeError, "`kernel_size`"),
         (dict(num_heads=(0,)), ValueError, "num_heads=(0,)"),
         (dict(num_heads=3), ValueError, "3 does not divide 16"),
         (dict(stem="conv_big"), ValueError, "stem='conv_big'"),
         (dict(attention_stages=[(1, 5)]), ValueError, "attention_stages=[(1, 5)]"),
         (dict(stage_strides=[(1, 2, 2)]), ValueError, "stage_strides=[(1, 2, 2)]"),
-        (dict(stage_strides=[(1, 0, 2, 2)]), ValueError, "four positive strides per set"),
+        (
+            dict(stage_strides=[(1, 0, 2, 2)]),
+            ValueError,
+            "Expected 4 positive integers, one per group. Received: stage_strides=[(1, 0, 2, 2)]",
+        ),
         (dict(use_relative_position="on"), TypeError, "use_relative_position='on'"),
         (dict(learning_rate=(0.1, 0.01)), ValueError, "inverted (min > max)"),
         (dict(learning_rate=()), ValueError, "Expected (min, max); the range is empty"),
@@ -147,6 +156,14 @@ def test_bad_search_space_raises_naming_the_argument_and_value(arguments, error,
     with pytest.raises(error) as raised:
         SearchSpace(**arguments)
     assert message in str(raised.value)
+
+
+def test_stage_sets_may_be_written_as_the_tuner_stores_them():
+    space = SearchSpace(attention_stages=["2,3,4", "none"], stage_strides="1,1,2,2")
+    assert space.attention_stages == ((2, 3, 4), ())
+    assert space.stage_strides == ((1, 1, 2, 2),)
+    with pytest.raises(ValueError, match=r"Received: attention_stages=\['2,x'\]"):
+        SearchSpace(attention_stages=["2,x"])
 
 
 def test_stage_strides_are_searched_as_choices_and_reach_the_config():

@@ -13,10 +13,10 @@ import os
 import keras
 
 from keras_sasa import _validation as check
+from keras_sasa._choices import STEMS
 from keras_sasa.layers.attention_stem import AttentionStem2D
 from keras_sasa.layers.local_attention import LocalSelfAttention2D
 
-STEMS = ("attention", "conv", "attention_small", "conv_small")
 POOLINGS = (None, "avg", "max")
 EXPANSION = 4
 # Per stem: its spatial reduction, the heads of its attention layer (4 in the paper, §3.2;
@@ -247,7 +247,7 @@ def SASAResNet(
     kernel_size = check.odd_kernel_size("kernel_size", kernel_size)
     if attention_stages is None:
         attention_stages = range(1, num_groups + 1)
-    attention_stages = check.attention_stages(attention_stages, num_groups)
+    attention_stages = check.attention_stages("attention_stages", attention_stages, num_groups)
     pooling = check.one_of("pooling", pooling, POOLINGS)
     include_top = check.boolean("include_top", include_top)
     if include_top:

@@ -22,10 +22,10 @@ import re
 from typing import Optional, Tuple, Union
 
 from keras_sasa import _validation as validation
+from keras_sasa._choices import MIXED_PRECISION
+from keras_sasa._choices import STEMS
+from keras_sasa._choices import STRATEGIES
 from keras_sasa.training import recipe
-
-MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 
 # The paper's ImageNet settings, at a global batch of 256 (learning rate 0.1), and its
 # 224 x 224 input (`keras_sasa.data.augment.DEFAULT_LARGE_IMAGE_SIZE`).
@@ -293,10 +293,11 @@ class TrainConfig:
 
 
 def check(config):
-    """Raises ValueError (TypeError) for values no data set makes valid; names the field."""
+    """Raises ValueError (TypeError) for values no data set makes valid, and for the
+    set fields that the model builders would refuse together (`check_model`); names the
+    field and its value."""
     # Imported here: this module is read by the command line before Keras starts.
     from keras_sasa.models import MODELS
-    from keras_sasa.models.resnet import STEMS
 
     if config.data_dir is not None and os.path.isfile(config.data_dir):
         # TFDS would fail later on a path inside it ("Not a directory: '.../downloads'").
@@ -316,15 +317,55 @@ def check(config):
             validation.positive_int(field.name, value, type_error=ValueError)
         else:
             validation.number(field.name, value, **bounds)
+    if config.kernel_size is not None:
+        validation.odd_kernel_size("kernel_size", config.kernel_size, type_error=ValueError)
     validation.boolean("use_relative_position", config.use_relative_position)
     validation.one_of("mixed_precision", config.mixed_precision, MIXED_PRECISION)
     validation.one_of("strategy", config.strategy, STRATEGIES)
     if config.validation_split is not None:
         check_validation_split(config.validation_split, config.train_split)
     if config.attention_stages is not None:
-        validation.attention_stages(config.attention_stages)
+        validation.attention_stages("attention_stages", config.attention_stages)
     if config.stage_strides is not None:
-        validation.stage_strides(config.stage_strides)
+        validation.stage_strides("stage_strides", config.stage_strides)
+    return check_model(config)
+
+
+def check_model(config):
+    """Raises ValueError where the model builders would refuse the fields that are set
+    (all of them once resolved): heads that do not divide an attention layer's width,
+    a width that the attention stem's heads do not divide, or images smaller than the
+    stem and the groups downsample them by. Run before anything is built or written."""
+    from keras_sasa.models import min_input_size
+    from keras_sasa.models import stem_heads
+
+    stages = (1, 2, 3, 4) if config.attention_stages is None else config.attention_stages
+    if config.num_heads is not None and config.base_width is not None:
+        for group in stages:
+            width = config.base_width * 2 ** (group - 1)  # `SASAResNet`'s group widths
+            if width % config.num_heads:
+                raise validation.error(
+                    "num_heads",
+                    config.num_heads,
+                    f"Expected heads that divide the width of every attention layer: group "
+                    f"{group} is {width} wide (base_width={config.base_width})",
+                )
+    heads = None if config.stem is None else stem_heads(config.stem)
+    if heads is not None and config.base_width is not None and config.base_width % heads:
+        raise validation.error(
+            "base_width",
+            config.base_width,
+            f"Expected a multiple of the {config.stem!r} stem's {heads} attention heads",
+        )
+    if None not in (config.stem, config.stage_strides, config.image_size):
+        min_size = min_input_size(config.stem, config.stage_strides)
+        if config.image_size < min_size:
+            raise validation.error(
+                "image_size",
+                config.image_size,
+                f"Expected at least {min_size}: the {config.stem!r} stem and the groups "
+                f"(strides {config.stage_strides}) downsample the images by {min_size}",
+            )
     return config
 
 
@@ -372,6 +413,10 @@ def resolve(config, info):
         A new `TrainConfig` without None fields, except `data_dir`, `tpu`, and
         `ema_momentum` and `batch_norm_momentum`, which depend on the steps per epoch
         (`keras_sasa.training.with_run_length` fills them in).
+
+    Raises:
+        ValueError: a field `check` refuses, or a model the builders would refuse with
+            the defaults chosen (`check_model`), e.g. images too small for the stem.
     """
     from keras_sasa.data import augment
 
@@ -427,7 +472,7 @@ def resolve(config, info):
             resolved.warmup_epochs,
             f"Expected a warm-up shorter than the training ({resolved.epochs} epochs)",
         )
-    return resolved
+    return check_model(resolved)
 
 
 def baseline(config):

@@ -16,6 +16,7 @@ import numbers
 from typing import Optional, Tuple
 
 from keras_sasa import _validation as validation
+from keras_sasa._choices import STEMS
 from keras_sasa.training import recipe
 from keras_sasa.training.config import LARGE_IMAGE_DEFAULTS
 from keras_sasa.training.config import SMALL_IMAGE_DEFAULTS
@@ -158,21 +159,35 @@ class SearchSpace:
             object.__setattr__(self, name, value)
 
         set_field(
-            "kernel_size", validation.choices("kernel_size", self.kernel_size, _odd_positive_int)
+            "kernel_size",
+            validation.choices("kernel_size", self.kernel_size, validation.odd_kernel_size),
         )
-        set_field("num_heads", validation.choices("num_heads", self.num_heads, _positive_int))
+        set_field(
+            "num_heads", validation.choices("num_heads", self.num_heads, validation.positive_int)
+        )
         if self.stem is not None:
             set_field("stem", validation.choices("stem", self.stem, _stem))
         stages = _as_sets(self.attention_stages)
-        set_field("attention_stages", validation.choices("attention_stages", stages, _stage_set))
+        set_field(
+            "attention_stages",
+            validation.choices("attention_stages", stages, validation.attention_stages),
+        )
         if self.stage_strides is not None:
             strides = _as_sets(self.stage_strides)
-            set_field("stage_strides", validation.choices("stage_strides", strides, _stride_set))
+            set_field(
+                "stage_strides",
+                validation.choices("stage_strides", strides, validation.stage_strides),
+            )
         set_field(
             "use_relative_position",
-            validation.choices("use_relative_position", self.use_relative_position, _boolean),
+            validation.choices(
+                "use_relative_position", self.use_relative_position, validation.boolean
+            ),
         )
-        set_field("base_width", validation.choices("base_width", self.base_width, _positive_int))
+        set_field(
+            "base_width",
+            validation.choices("base_width", self.base_width, validation.positive_int),
+        )
         for width in self.base_width:
             for heads in self.num_heads:
                 if width % heads:
@@ -349,56 +364,21 @@ def decode_stages(text):
 
 
 def _as_sets(value):
-    """A flat sequence of integers, (2, 3, 4) or (1, 1, 2, 2), is one set: ((2, 3, 4),)."""
-    if (
-        isinstance(value, (tuple, list))
-        and value
-        and all(isinstance(item, numbers.Integral) for item in value)
-    ):
-        return (value,)
-    return value
-
-
-def _positive_int(item):
-    if not validation.is_int(item):
-        raise TypeError("Expected integers")
-    if item < 1:
-        raise ValueError("Expected positive integers")
-    return int(item)
-
-
-def _odd_positive_int(item):
-    if _positive_int(item) % 2 == 0:
-        raise ValueError(
-            "Expected odd sizes (the window is centred on its pixel; the paper tries "
-            f"{', '.join(map(str, PAPER_KERNEL_SIZES))})"
-        )
-    return int(item)
-
-
-def _stem(item):
-    from keras_sasa.models.resnet import STEMS
-
-    if item not in STEMS:
-        raise ValueError(f"Expected stems among {STEMS}")
-    return item
-
-
-def _boolean(item):
-    if not isinstance(item, bool):
-        raise TypeError("Expected True and/or False")
-    return item
-
-
-def _stage_set(item):
+    """A flat sequence of integers, (2, 3, 4) or (1, 1, 2, 2), is one set: ((2, 3, 4),);
+    sets written as text, "2,3,4" or "none", are read as `encode_stages` writes them
+    (text that is not a set is left for the checks to name)."""
+    items = (value,) if isinstance(value, str) else value
+    if not isinstance(items, (tuple, list)) or not items:
+        return value
+    if all(isinstance(item, numbers.Integral) for item in items):
+        return (items,)
+    if not any(isinstance(item, str) for item in items):
+        return value
     try:
-        return validation.attention_stages(decode_stages(item) if isinstance(item, str) else item)
-    except (TypeError, ValueError) as error:
-        raise type(error)("Expected sets of groups 1..4") from None
+        return tuple(decode_stages(item) if isinstance(item, str) else item for item in items)
+    except ValueError:
+        return value
 
 
-def _stride_set(item):
-    try:
-        return validation.stage_strides(decode_stages(item) if isinstance(item, str) else item)
-    except (TypeError, ValueError) as error:
-        raise type(error)("Expected four positive strides per set, one per group") from None
+def _stem(name, item):
+    return validation.one_of(name, item, STEMS)
