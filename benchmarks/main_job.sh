@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The README's main-job numbers: the default model beside its conv baseline on digits
-# (offline), over seeds 0, 1 and 2, and a quarter-length run (8 of 30 epochs). Copies the
-# results here.
+# The main job's table (README; docs/small_images.md): the default model beside its conv
+# baseline on digits (offline), over seeds 0, 1 and 2, and a quarter-length run (8 of 30
+# epochs), with today's defaults. Copies the results to benchmarks/results/main_job/.
 set -euo pipefail
 runs=${1:-runs/main_job}
 here=$(dirname "$0")/results/main_job

@@ -1,10 +1,11 @@
 """ONNX export measured: file size, export time and ONNX Runtime vs Keras, per model.
 
-Writes a Markdown table (the README's "ONNX export" numbers) to stdout and, with an
-argument, to that file. Each model is exported with `keras_sasa.export.to_onnx` (traced
-at batch 1) and run by ONNX Runtime at batch 3 on random images in [0, 1).
+Writes a Markdown table (docs/performance.md, "ONNX export") to stdout and to
+benchmarks/results/onnx_export.md (or the path given). Each model is exported with
+`keras_sasa.export.to_onnx` (traced at batch 1) and run by ONNX Runtime at batch 3 on
+random images in [0, 1).
 
-    python benchmarks/onnx_export.py benchmarks/results/onnx_export.md
+    python benchmarks/onnx_export.py [PATH]
 """
 
 import os
@@ -19,6 +20,9 @@ import onnxruntime
 
 import keras_sasa
 from keras_sasa import export
+
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "onnx_export.md")
 
 
 def attention_layers(implementation):
@@ -39,12 +43,16 @@ def resnet26(stem, size):
 
 
 MODELS = [
-    ("32x32, 1x1 conv, 2 x LocalSelfAttention2D (k=7, 4 heads; the second with strides 2, "
-     "dilation 2, border zeros), implementation='reference' (exported as blocked)",
-     lambda: attention_layers("reference")),
+    (
+        "32x32, 1x1 conv, 2 x LocalSelfAttention2D (k=7, 4 heads; the second with strides 2, "
+        "dilation 2, border zeros), implementation='reference' (exported as blocked)",
+        lambda: attention_layers("reference"),
+    ),
     ("the same, implementation='unrolled'", lambda: attention_layers("unrolled")),
-    ("SASAResNet26 16x16, stem attention_small, width 16, 4 heads",
-     lambda: resnet26("attention_small", 16)),
+    (
+        "SASAResNet26 16x16, stem attention_small, width 16, 4 heads",
+        lambda: resnet26("attention_small", 16),
+    ),
     ("SASAResNet26 16x16, stem conv_small, width 16, 4 heads", lambda: resnet26("conv_small", 16)),
     ("SASAResNet26 32x32, stem attention, width 16, 4 heads", lambda: resnet26("attention", 32)),
 ]
@@ -76,9 +84,9 @@ def main():
         )
         print(rows[-1], flush=True)
     table = "\n".join(rows) + "\n"
-    if len(sys.argv) > 1:
-        with open(sys.argv[1], "w") as f:
-            f.write(table)
+    path = sys.argv[1] if len(sys.argv) > 1 else RESULTS
+    with open(path, "w") as f:
+        f.write(table)
     print(table)
 
 

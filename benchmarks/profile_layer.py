@@ -1,32 +1,26 @@
 """Where one training step of LocalSelfAttention2D spends its time, by op family.
 
-    python benchmarks/profile_layer.py [--impl current|main] [--size 56 --channels 64]
+    python benchmarks/profile_layer.py [--implementation blocked] [--size 56 --channels 64]
 
 Traces forward + backward (gradients of the input and of every weight) of one layer under
 TensorFlow's profiler (graph mode, no XLA: XLA fuses the ops away) and sums the kernel time
-of every op, grouped by family. `--impl main` profiles the blocked implementation as it
-was before issue 15 (`blocked_before`: keras_sasa/ops/blocked.py read from git at 079e2e0).
-Op times are summed over the executor's threads, so they add up to more than the wall
-time; the shares are what to read.
-Writes benchmarks/results/profile/<impl>_<size>x<size>x<channels>.md.
+of every op, grouped by family. Op times are summed over the executor's threads, so they
+add up to more than the wall time; the shares are what to read. Writes
+benchmarks/results/profile/<implementation>_<batch>x<size>x<size>x<channels>_k<k>.md.
 """
 
 import argparse
 import collections
-import contextlib
 import datetime
 import glob
 import os
-import sys
 import tempfile
 
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from keras_sasa import benchmark  # noqa: E402
-from keras_sasa.layers import LocalSelfAttention2D  # noqa: E402
-from keras_sasa.ops import window_attention  # noqa: E402
+from keras_sasa import benchmark
+from keras_sasa.layers import LocalSelfAttention2D
+from keras_sasa.ops import window_attention
 
 ELEMENTWISE = ("Add", "Mul", "Sub", "Exp", "Select", "Neg", "Div", "Maximum", "Cast")
 FAMILIES = [
@@ -49,49 +43,13 @@ def family(op_type):
     return "other"
 
 
-# The commit of main before issue 15's blocked path.
-BEFORE = "079e2e0"
-
-
-def blocked_before():
-    """keras_sasa/ops/blocked.py as it was at `BEFORE`, read from git, as a module."""
-    import subprocess
-    import types
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    source = subprocess.run(
-        ["git", "show", f"{BEFORE}:keras_sasa/ops/blocked.py"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    module = types.ModuleType("blocked_before")
-    exec(compile(source, f"{BEFORE}:keras_sasa/ops/blocked.py", "exec"), module.__dict__)
-    return module
-
-
-@contextlib.contextmanager
-def blocked_implementation(impl):
-    """Layers traced inside run the blocked path of `impl` ("current" or "main")."""
-    if impl == "current":
-        yield
-        return
-    saved = window_attention.local_attention_blocked
-    window_attention.local_attention_blocked = blocked_before().local_attention_blocked
-    try:
-        yield
-    finally:
-        window_attention.local_attention_blocked = saved
-
-
-def training_step(batch, size, channels, kernel_size, impl):
-    layer = LocalSelfAttention2D(channels, kernel_size=kernel_size, num_heads=8)
+def training_step(batch, size, channels, kernel_size, implementation):
+    layer = LocalSelfAttention2D(
+        channels, kernel_size=kernel_size, num_heads=8, implementation=implementation
+    )
     x = tf.random.normal((batch, size, size, channels))
     step = benchmark.layer_training_step(layer, x, jit_compile=False)
-
-    with blocked_implementation(impl):
-        step(x)  # trace
+    step(x)  # trace
     return step, x
 
 
@@ -148,29 +106,33 @@ def report(times, title, top=25):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--impl", choices=("current", "main"), default="current")
+    parser.add_argument(
+        "--implementation", choices=window_attention.IMPLEMENTATIONS, default="blocked"
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=56)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--kernel-size", type=int, default=7)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--label", help="file name prefix (default: the --impl)")
     parser.add_argument(
         "--output-dir",
         default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "profile"),
     )
     args = parser.parse_args()
-    step, x = training_step(args.batch, args.size, args.channels, args.kernel_size, args.impl)
+    step, x = training_step(
+        args.batch, args.size, args.channels, args.kernel_size, args.implementation
+    )
     [g.numpy() for g in step(x)]  # warm up
     times = op_times(step, x, args.steps)
-    shape = f"{args.size}x{args.size}x{args.channels}"
+    shape = f"{args.batch}x{args.size}x{args.size}x{args.channels}"
     title = (
-        f"Profile: LocalSelfAttention2D training step, {args.batch}x{shape}, "
-        f"k={args.kernel_size}, 8 heads, blocked path `{args.impl}`"
+        f"Profile: LocalSelfAttention2D training step, {shape}, k={args.kernel_size}, "
+        f"8 heads, implementation={args.implementation!r}"
     )
     text = report(times, title)
     os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, f"{args.label or args.impl}_{shape}.md"), "w") as f:
+    name = f"{args.implementation}_{shape}_k{args.kernel_size}.md"
+    with open(os.path.join(args.output_dir, name), "w") as f:
         f.write(text)
     print(text)
 

@@ -1,5 +1,5 @@
 """TensorFlow bugs that keras_sasa works around, reproduced so that each workaround can go
-when a release fixes its bug (benchmarks/results/notes.md).
+when a release fixes its bug (docs/design.md).
 
 tensorflow/tensorflow#117700: on CPU with oneDNN (the default on x86), `tf.matmul` of a
 rank-4 tensor with a size-1 batch dimension and a lower-rank tensor broadcast against it

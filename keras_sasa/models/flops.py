@@ -57,7 +57,7 @@ def _local_self_attention(layer):
     factorized implementation needs only k*F (each head's row and column halves against
     the k row and k column offsets, then broadcast-added), but the paper's FLOPs follow
     the literal count (tests/test_models.py compares both tables; the figures are in
-    benchmarks/results/notes.md).
+    docs/design.md).
     """
     shape = layer.input.shape
     channels, filters, k = shape[-1], layer.filters, layer.kernel_size

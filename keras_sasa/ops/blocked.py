@@ -104,7 +104,7 @@ def default_block_size(height, width, kernel_size):
     blocks waste less; but tiny blocks make tiny matmuls, whose fixed cost the model
     below charges per block. For known sizes a block that tiles the image without
     padding is preferred among near-equal choices. How the choice compares with
-    measured times: benchmarks/results/implementation_notes.md.
+    measured times: docs/design.md.
     """
     sizes = [s for s in (height, width) if s is not None]
 

@@ -7,7 +7,7 @@ image, and there is no patch extraction, so the graph converts to TFLite's built
 (PAD, SLICE, ADD, MUL, SUM, RESHAPE, PACK, SOFTMAX) and runs under every Keras backend.
 It is exact (the same numbers as `local_attention_reference`) and returns the attention
 weights on request. Its graph grows with k*k, one slice per window offset; speed against
-the blocked implementation: benchmarks/results/implementation_notes.md.
+the blocked implementation: docs/performance.md.
 """
 
 from keras import ops

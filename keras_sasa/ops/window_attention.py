@@ -67,7 +67,7 @@ def local_attention(
     `"auto"` takes the blocked implementation, with the block size chosen from the
     spatial size and kernel size (`default_block_size`): it is exact, and it copies each
     key and value into one memory block instead of k*k windows, so it is faster and
-    lighter than the reference (benchmarks/results/implementation_notes.md).
+    lighter than the reference (docs/performance.md).
     `"reference"` is the extract_patches oracle.
     `"unrolled"` is the export implementation (TFLite builtins, any Keras backend).
     Arguments as for `local_attention_reference`.

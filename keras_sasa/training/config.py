@@ -8,8 +8,8 @@ Fields left at None are chosen by `resolve` once the data set is known:
 - small images (digits, MNIST, CIFAR; input of at most 64 pixels): the native size, the
   `conv_small` stem followed by attention in every group (the paper's "conv stem +
   attention" of Table 1), 2 heads, and a narrow, short run, so that the default command
-  finishes in a few minutes on two CPU cores (`SMALL_IMAGE_DEFAULTS`, chosen by the
-  search in `benchmarks/results/digits_search/`).
+  finishes in a few minutes on two CPU cores (`SMALL_IMAGE_DEFAULTS`; the evidence for
+  each choice: docs/small_images.md).
 
 Each field's metadata also holds the bounds `check` applies and the `train` command's
 flag (group, help, choices): `keras_sasa.cli` builds the flags from the fields, before
@@ -38,14 +38,14 @@ LARGE_IMAGE_DEFAULTS = {
     "epochs": recipe.PAPER_EPOCHS,
     "batch_size": 256,
 }
-# Small images: the stem, window and heads are the best trial of a search with
-# `python -m keras_sasa tune` on digits (benchmarks/digits_search.sh; its settings and
-# ranked trials are in benchmarks/results/digits_search/): the conv stem gives the
+# Small images (evidence and commands: docs/small_images.md): the stem, window and heads
+# are the best trial of a search with `python -m keras_sasa tune` on digits (ranked
+# trials in benchmarks/results/digits_search/): the conv stem gives the
 # attention body features to attend with, and every conv-stem trial beat every
 # attention-stem one. The window is 3 x 3: on the 8 x 8 and 4 x 4 maps of digits it
 # already spans most of the map, and over three seeds on the held-out split it tied with
 # 7 x 7 while learning faster and fitting the training set better
-# (benchmarks/digits_window_selection.sh, digits_window_quarter.sh). `SASAResNet` cuts a
+# (benchmarks/results/digits_window_selection/). `SASAResNet` cuts a
 # window to what a small map reaches. The groups' strides are (1, 1, 2, 2): the 8 x 8
 # digits then reach groups 1-4 at 8, 8, 4 and 2 pixels a side, and no attention layer
 # works on a map under 4 x 4. With the ImageNet strides (1, 2, 2, 2) five of the eight

@@ -257,7 +257,7 @@ def compile_model(model, config, steps_per_epoch, strategy=None):
     # inside the first traced train step, and TensorFlow then traces the step a second
     # time without the variable creation. Building it here, eagerly, cuts the first `fit`
     # of a small SASA-ResNet-26 from 26 to 20 s, and from 77 to 52 s with XLA
-    # (benchmarks/first_step.py).
+    # (docs/design.md).
     model.optimizer.build(model.trainable_variables)
     return model
 
