@@ -1,11 +1,14 @@
-"""The examples and the README's Python blocks run as written.
+"""The examples and the Python blocks of the README and the documentation run as written.
 
 Each example runs in its quick mode as a real subprocess, as a user runs it: from a
-scratch directory, this checkout on the path, no TF_CPP_MIN_LOG_LEVEL set. The README's
-```python blocks run one after the other in one subprocess and one namespace (as a reader
-goes down the page), except a block right after a `<!-- skip-test: why -->` line.
+scratch directory, this checkout on the path, no TF_CPP_MIN_LOG_LEVEL set. The ```python
+blocks of README.md and of every page under docs/ (found by name, so a new page is run
+too) run page by page: one subprocess and one namespace per page, in a scratch directory,
+the blocks one after the other (as a reader goes down the page), except a block right
+after a `<!-- skip-test: why -->` line.
 """
 
+import glob
 import os
 import re
 import subprocess
@@ -83,6 +86,7 @@ def test_every_example_is_run_here():
     assert sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py")) == sorted(CHECKS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(CHECKS))
 def test_example_runs_in_quick_mode(script, digits_dir, tmp_path):
     args = [os.path.join(EXAMPLES, script), "--quick"]
@@ -93,7 +97,7 @@ def test_example_runs_in_quick_mode(script, digits_dir, tmp_path):
     CHECKS[script](done.stdout)
 
 
-def readme_python_blocks(text):
+def python_blocks(text):
     """[(line number, code)] of the ```python blocks not marked to be skipped."""
     blocks, lines = [], text.splitlines()
     index = 0
@@ -109,25 +113,49 @@ def readme_python_blocks(text):
     return blocks
 
 
+def read_blocks(page):
+    with open(os.path.join(REPO, page), encoding="utf-8") as stream:
+        return python_blocks(stream.read())
+
+
+def docs_pages():
+    """The Markdown pages of the documentation site, relative to the checkout."""
+    pages = glob.glob(os.path.join(REPO, "docs", "**", "*.md"), recursive=True)
+    build = os.path.join(REPO, "docs", "_build") + os.sep
+    return sorted(os.path.relpath(page, REPO) for page in pages if not page.startswith(build))
+
+
+PAGES_WITH_CODE = ["README.md"] + [page for page in docs_pages() if read_blocks(page)]
+
 RUN_BLOCKS = r"""
 import sys
-namespace = {"__name__": "__readme__"}
+namespace = {"__name__": "__page__"}
 for line, code in BLOCKS:
-    print(f"README.md block at line {line}", flush=True)
-    exec(compile(code, f"README.md (block at line {line})", "exec"), namespace)
+    print(f"{PAGE} block at line {line}", flush=True)
+    exec(compile(code, f"{PAGE} (block at line {line})", "exec"), namespace)
 print("all blocks ran")
 """
 
 
-def test_readme_python_blocks_run_in_order(tmp_path):
-    with open(os.path.join(REPO, "README.md")) as stream:
-        blocks = readme_python_blocks(stream.read())
-    assert len(blocks) >= 4
-    done = run_python(["-c", f"BLOCKS = {blocks!r}\n{RUN_BLOCKS}"], cwd=tmp_path)
+def test_readme_has_python_blocks():
+    assert len(read_blocks("README.md")) >= 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", PAGES_WITH_CODE)
+def test_python_blocks_run_in_order(page, tmp_path):
+    blocks = read_blocks(page)
+    done = run_python(["-c", f"PAGE = {page!r}\nBLOCKS = {blocks!r}\n{RUN_BLOCKS}"], cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-3000:]
     assert done.stdout.splitlines()[-1] == "all blocks ran"
 
 
 def test_skip_marks_are_read_and_only_skip_the_next_block():
     text = "a\n```python\nx = 1\n```\n<!-- skip-test: downloads -->\n```python\ny\n```\n"
-    assert readme_python_blocks(text) == [(3, "x = 1\n")]
+    assert python_blocks(text) == [(3, "x = 1\n")]
+
+
+def test_docs_pages_are_found_and_include_the_guides():
+    pages = docs_pages()
+    assert {"docs/index.md", "docs/layer.md", "docs/api/layers.md"} <= set(pages)
+    assert not any(page.startswith("docs/_build") for page in pages)
