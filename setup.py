@@ -68,8 +68,12 @@ setup(
         # LiteRT, TFLite's successor runtime (tf.lite.Interpreter is deprecated in TF 2.21);
         # keras_sasa runs .tflite files with it when installed. Tried: ai-edge-litert 2.3.0.
         "litert": ["ai-edge-litert>=1.2"],
-        # The README's test command runs the layer and model tests under JAX too, and the
-        # ONNX and LiteRT tests need their runtimes (CI installs this extra).
+        # The documentation site (docs/): Sphinx with MyST Markdown and the furo theme.
+        # Tried: sphinx 9.0.4, myst-parser 5.2.0, furo 2025.12.19.
+        "docs": ["sphinx>=7", "myst-parser>=3", "furo>=2024.1"],
+        # The README's test command runs the layer and model tests under JAX too, the
+        # ONNX and LiteRT tests need their runtimes, and the site is built with warnings
+        # as errors (CI installs this extra).
         "test": [
             "pytest>=7",
             "pytest-xdist>=3",  # -n 2: the README's test command runs two test processes
@@ -78,6 +82,9 @@ setup(
             "tf2onnx>=1.16",
             "onnxruntime>=1.17",
             "ai-edge-litert>=1.2",
+            "sphinx>=7",
+            "myst-parser>=3",
+            "furo>=2024.1",
         ],
     },
     entry_points={"console_scripts": ["keras-sasa=keras_sasa.cli:main"]},

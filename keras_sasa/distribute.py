@@ -47,6 +47,7 @@ def get_strategy(name="auto", tpu=None):
 
     Args:
         name: one of
+
             - `"auto"`: a multi-worker strategy if `TF_CONFIG` describes a cluster of
               several tasks; else the TPU named by `tpu` (or by the `TPU_NAME`
               environment variable, or the TPU of this Cloud TPU VM) if one can be
@@ -58,6 +59,7 @@ def get_strategy(name="auto", tpu=None):
             - `"multi_worker"`: `MultiWorkerMirroredStrategy`; the cluster and this
               worker's place in it come from the `TF_CONFIG` environment variable.
             - `"tpu"`: `TPUStrategy` on the TPU named by `tpu`.
+
         tpu: TPU to use, as `TPUClusterResolver` takes it: `"local"` on a Cloud TPU VM,
             the TPU's name, or a `grpc://host:port` address. None: from the `TPU_NAME`
             environment variable (and, with `"auto"`, `"local"` on a TPU VM).

@@ -3,31 +3,22 @@
 Each example runs in its quick mode as a real subprocess, as a user runs it: from a
 scratch directory, this checkout on the path, no TF_CPP_MIN_LOG_LEVEL set. The README's
 ```python blocks run one after the other in one subprocess and one namespace (as a reader
-goes down the page), except a block right after a `<!-- skip-test: why -->` line.
+goes down the page), except a block right after a `<!-- skip-test: why -->` line
+(`page_blocks`; test_docs.py runs the documentation's pages the same way).
 """
 
 import os
 import re
-import subprocess
-import sys
 
 import pytest
+from page_blocks import REPO
+from page_blocks import check_ran
+from page_blocks import page_blocks
+from page_blocks import python_blocks
+from page_blocks import run_page
+from page_blocks import run_python
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples")
-SKIP_MARK = re.compile(r"<!--\s*skip-test\b.*-->")
-TIMEOUT_S = 1800  # Generous: on shared CPUs a quick run took up to 15 minutes.
-
-
-def run_python(args, cwd, **env_changes):
-    env = dict(os.environ)
-    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    env.update(env_changes)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=TIMEOUT_S,
-    )  # fmt: skip
 
 
 def output_line(stdout, prefix):
@@ -83,6 +74,7 @@ def test_every_example_is_run_here():
     assert sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py")) == sorted(CHECKS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(CHECKS))
 def test_example_runs_in_quick_mode(script, digits_dir, tmp_path):
     args = [os.path.join(EXAMPLES, script), "--quick"]
@@ -93,41 +85,12 @@ def test_example_runs_in_quick_mode(script, digits_dir, tmp_path):
     CHECKS[script](done.stdout)
 
 
-def readme_python_blocks(text):
-    """[(line number, code)] of the ```python blocks not marked to be skipped."""
-    blocks, lines = [], text.splitlines()
-    index = 0
-    while index < len(lines):
-        if lines[index].strip() == "```python":
-            start = index + 1
-            end = lines.index("```", start)
-            previous = next((line for line in reversed(lines[:index]) if line.strip()), "")
-            if not SKIP_MARK.search(previous):
-                blocks.append((start + 1, "\n".join(lines[start:end]) + "\n"))
-            index = end
-        index += 1
-    return blocks
-
-
-RUN_BLOCKS = r"""
-import sys
-namespace = {"__name__": "__readme__"}
-for line, code in BLOCKS:
-    print(f"README.md block at line {line}", flush=True)
-    exec(compile(code, f"README.md (block at line {line})", "exec"), namespace)
-print("all blocks ran")
-"""
-
-
+@pytest.mark.slow
 def test_readme_python_blocks_run_in_order(tmp_path):
-    with open(os.path.join(REPO, "README.md")) as stream:
-        blocks = readme_python_blocks(stream.read())
-    assert len(blocks) >= 4
-    done = run_python(["-c", f"BLOCKS = {blocks!r}\n{RUN_BLOCKS}"], cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-3000:]
-    assert done.stdout.splitlines()[-1] == "all blocks ran"
+    assert len(page_blocks("README.md")) >= 2
+    check_ran(run_page("README.md", tmp_path))
 
 
 def test_skip_marks_are_read_and_only_skip_the_next_block():
     text = "a\n```python\nx = 1\n```\n<!-- skip-test: downloads -->\n```python\ny\n```\n"
-    assert readme_python_blocks(text) == [(3, "x = 1\n")]
+    assert python_blocks(text) == [(3, "x = 1\n")]

@@ -31,6 +31,7 @@ class AttentionStem2D(keras.layers.Layer):
     concatenated into `filters` channels.
 
     Window (`window` argument):
+
     - `"block"` (default, the paper's ImageNet stem): the image is cut into
       `kernel_size` x `kernel_size` blocks from the top-left corner, and every pixel
       attends to the pixels of its own block; (a, b) is the value's absolute position in
@@ -47,6 +48,7 @@ class AttentionStem2D(keras.layers.Layer):
       query to the next. Translation-equivariant; use it for a stem without pooling. Each
       pixel has k*k values (one per window position), so the value projection costs as
       much as a k x k convolution and holds k*k times the memory of `"block"`.
+
     In both, positions outside the image take no part in the softmax.
 
     Scale: by default the logits are multiplied by s = 1 / sqrt(head_size);

@@ -198,6 +198,7 @@ def SASAResNet(
     attention layer `conv{g+1}_block{b}_attn`, then `avg_pool` and `predictions`.
 
     Stems (`stem`), each `base_width` channels wide:
+
     - `"attention"` (the paper's): `AttentionStem2D` over 4x4 blocks (4 heads, 4 value
       mixtures), batch norm, 4x4 max pool. 224 -> 56.
     - `"conv"`: 7x7/2 convolution, batch norm, ReLU, 3x3/2 max pool. 224 -> 56.
@@ -211,13 +212,15 @@ def SASAResNet(
             (1, 2, 4, 8)`.
         stackwise_strides: downsampling of each group's first block. Defaults to
             `(1, 2, 2, 2)`.
-        include_top, weights, input_tensor, input_shape, pooling, classes,
-        classifier_activation, name: as in `keras.applications.ResNet50`, except that
-            `weights` is None or the path of a weights file (there are no pretrained
-            weights), and `input_shape` defaults to 224 x 224 x 3 for the `"attention"` and
-            `"conv"` stems (32 x 32 x 3 for the small stems) with `include_top=True`, and
-            to `(None, None, 3)` without. Height and width must be at least the total
-            downsampling (32 for the 4x stems with four groups, 8 for the small stems).
+        include_top, weights, input_tensor, input_shape: as in
+            `keras.applications.ResNet50`, except that `weights` is None or the path of
+            a weights file (there are no pretrained weights), and `input_shape` defaults
+            to 224 x 224 x 3 for the `"attention"` and `"conv"` stems (32 x 32 x 3 for
+            the small stems) with `include_top=True`, and to `(None, None, 3)` without.
+            Height and width must be at least the total downsampling (32 for the 4x
+            stems with four groups, 8 for the small stems).
+        pooling, classes, classifier_activation, name: as in
+            `keras.applications.ResNet50`.
         stem: one of `"attention"` (default), `"conv"`, `"attention_small"`,
             `"conv_small"`.
         attention_stages: groups (1-based) that use attention; `()` gives the

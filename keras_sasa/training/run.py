@@ -5,7 +5,7 @@ convolutional baseline of the same depth) and returns its results. The pieces it
 of, `make_datasets`, `build_model` and `compile_model`, are public so that other drivers
 (a keras-tuner `HyperModel`, a notebook) train with the same pipelines and recipe.
 
-A run directory (`output_dir`; the baseline's is `output_dir/baseline`) holds:
+A run directory (`output_dir`; the baseline's is `output_dir/baseline`) holds::
 
     config.json       the resolved configuration (a resumed run must match it)
     history.csv       one row per finished epoch: epoch, loss, accuracy, val_*,

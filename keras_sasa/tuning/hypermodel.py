@@ -47,13 +47,11 @@ class SASAHyperModel(keras_tuner.HyperModel):
 
     Example:
 
-    ```python
-    hypermodel = SASAHyperModel(
-        TrainConfig(epochs=3), SearchSpace(kernel_size=(3, 5), num_heads=4)
-    )
-    tuner = keras_tuner.RandomSearch(hypermodel, "val_accuracy", max_trials=4)
-    tuner.search(verbose=0)
-    ```
+    >>> hypermodel = SASAHyperModel(
+    ...     TrainConfig(epochs=3), SearchSpace(kernel_size=(3, 5), num_heads=4)
+    ... )
+    >>> tuner = keras_tuner.RandomSearch(hypermodel, "val_accuracy", max_trials=4)
+    >>> tuner.search(verbose=0)
     """
 
     def __init__(
