@@ -166,13 +166,19 @@ def test_the_config_check_refuses_what_the_model_builder_refuses(fields, argumen
         models.SASAResNet26(**{**builder_arguments, **arguments})
 
 
-def test_resolve_refuses_a_model_that_the_chosen_defaults_make_invalid(digits_dir):
-    info = data.dataset_info("digits", data_dir=digits_dir)
+def test_train_refuses_a_model_that_the_chosen_defaults_make_invalid(digits_dir, tmp_path):
+    # The stem and heads given, the strides and width chosen from the data: refused
+    # after `resolve`, before a model is built or a file written.
     small = r"\(strides \(1, 1, 2, 2\)\) downsample the images by 16. Received: image_size=8"
-    with pytest.raises(ValueError, match=small):
-        training.resolve(training.TrainConfig(stem="conv"), info)
-    with pytest.raises(ValueError, match=r"16 wide \(base_width=16\). Received: num_heads=3"):
-        training.resolve(training.TrainConfig(num_heads=3), info)
+    for fields, message in (
+        (dict(stem="conv"), small),
+        (dict(num_heads=3), r"16 wide \(base_width=16\). Received: num_heads=3"),
+    ):
+        output_dir = tmp_path / "never"
+        config = training.TrainConfig(data_dir=digits_dir, output_dir=str(output_dir), **fields)
+        with pytest.raises(ValueError, match=message):
+            training.train(config, log=lambda line: None)
+        assert not output_dir.exists()
 
 
 def test_resolve_picks_the_papers_settings_for_large_images(digits_dir):

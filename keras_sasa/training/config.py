@@ -335,7 +335,8 @@ def check_model(config):
     """Raises ValueError where the model builders would refuse the fields that are set
     (all of them once resolved): heads that do not divide an attention layer's width,
     a width that the attention stem's heads do not divide, or images smaller than the
-    stem and the groups downsample them by. Run before anything is built or written."""
+    stem and the groups downsample them by. `check` runs it on the fields given, `train`
+    again on the resolved config, before anything is built."""
     from keras_sasa.models import min_input_size
     from keras_sasa.models import stem_heads
 
@@ -415,8 +416,7 @@ def resolve(config, info):
         (`keras_sasa.training.with_run_length` fills them in).
 
     Raises:
-        ValueError: a field `check` refuses, or a model the builders would refuse with
-            the defaults chosen (`check_model`), e.g. images too small for the stem.
+        ValueError: a field `check` refuses, or a warm-up as long as the training.
     """
     from keras_sasa.data import augment
 
@@ -472,7 +472,7 @@ def resolve(config, info):
             resolved.warmup_epochs,
             f"Expected a warm-up shorter than the training ({resolved.epochs} epochs)",
         )
-    return check_model(resolved)
+    return resolved
 
 
 def baseline(config):

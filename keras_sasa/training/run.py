@@ -95,6 +95,8 @@ def _train(config, strategy, output_dir, log):
     strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
     info = data.dataset_info(config.dataset, data_dir=config.data_dir, download=True)
     config = run_config.resolve(config.replace(output_dir=output_dir), info)
+    # With the defaults chosen: refused here, before anything is built or trained.
+    run_config.check_model(config)
 
     results = train_run(config, info, strategy, output_dir, log)
     if config.compare_baseline:
