@@ -18,6 +18,7 @@ import pytest
 
 from keras_sasa import cli
 from keras_sasa import data
+from keras_sasa import distribute
 from keras_sasa import training
 from keras_sasa.training import callbacks as run_callbacks
 from keras_sasa.training import recipe
@@ -286,10 +287,9 @@ def test_history_logger_starting_at_epoch_0_replaces_whatever_the_file_held(tmp_
 
 def test_a_history_file_that_is_not_text_is_named(tmp_path):
     path = tmp_path / "history.csv"
-    for junk in (b"epoch,loss\n0,\xff\xfe\n", b"epoch,loss\n0,\x00\n"):
-        path.write_bytes(junk)
-        with pytest.raises(ValueError, match=f"^{path} is not"):
-            run_files.read_history(str(path))
+    path.write_bytes(b"epoch,loss\n0,\xff\xfe\n")
+    with pytest.raises(ValueError, match=f"^{path} is not UTF-8 text"):
+        run_files.read_history(str(path))
 
 
 def test_temporary_files_of_processes_that_ended_are_removed(tmp_path):
@@ -497,10 +497,16 @@ def test_mixed_precision_runs_validate_with_the_ema_weights(policy, digits_dir, 
     assert float(rows[-1]["val_loss"]) == pytest.approx(results["test_loss"], rel=1e-5)
     assert float(rows[-1]["val_accuracy"]) == pytest.approx(results["test_accuracy"])
     skipped = [m for m in messages if "training steps were skipped" in m]
+    slow = [m for m in messages if "mixed_float16 is slower than float32 here" in m]
     if policy == "mixed_float16":
         assert len(skipped) == 1 and "steps taken" in skipped[0]
+        # "D: 8 of 16 training steps were skipped ...": results.json keeps the 8.
+        count = int(skipped[0].split(": ", 1)[1].split()[0])
+        assert results["skipped_steps"] == count > 0
+        # One line where no device computes fast in float16 (a CPU).
+        assert len(slow) == (0 if distribute.has_fast_float16() else 1)
     else:  # No loss scaling: every step is taken and the schedule ends at 0.
-        assert skipped == []
+        assert skipped == [] and results["skipped_steps"] == 0 and slow == []
         assert float(rows[-1]["learning_rate"]) == pytest.approx(0.0, abs=1e-7)
 
 
