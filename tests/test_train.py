@@ -568,6 +568,15 @@ def test_a_backup_without_a_checkpoint_of_its_epoch_writes_the_weights_itself(tm
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def _refused(run_dir, digits_dir, capsys):
+    """The CONV_ARGS run in `run_dir`, refused in one line: (stdout, stderr)."""
+    argv = ["train", "--data-dir", digits_dir, "--output-dir", run_dir, *CONV_ARGS]
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    return out, err
+
+
 def _truncate(path):
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) // 2)
@@ -623,10 +632,7 @@ def test_a_damaged_backup_is_refused_naming_the_file(
     name, damage_file = DAMAGES[damage]
     damaged = os.path.join(output_dir, "backup", name)
     damage_file(damaged)
-    argv = ["train", "--data-dir", digits_dir, "--output-dir", output_dir, *CONV_ARGS]
-    assert cli.main(argv) == 2
-    out, err = capsys.readouterr()
-    assert err.count("\n") == 1 and err.startswith("error: "), err
+    out, err = _refused(output_dir, digits_dir, capsys)
     assert f"Cannot resume the run in {output_dir}: {damaged}" in err
     assert f"Delete {os.path.join(output_dir, 'backup')} to train the run again" in err
     assert "resuming" not in out and "Epoch" not in out
@@ -688,8 +694,9 @@ def _resume(run_dir, digits_dir):
 def resumed_runs(stopped_run, digits_dir, tmp_path_factory):
     """`stopped_run` resumed to its end twice: "whole" as it was stopped, and "repaired"
     with its backup's metadata one epoch behind its weights (as a kill between the
-    backup's two renames leaves it) and the temporary files of a killed writer in its
-    directories. {name: (run directory, what the run printed)}."""
+    backup's two renames leaves it), epoch 0's history row written thrice, and the
+    temporary files of a killed writer in its directories.
+    {name: (run directory, what the run printed)}."""
     base = tmp_path_factory.mktemp("resumed")
     runs = {}
     for name in ("whole", "repaired"):
@@ -698,6 +705,10 @@ def resumed_runs(stopped_run, digits_dir, tmp_path_factory):
         if name == "repaired":
             with open(os.path.join(run_dir, "backup", "training_metadata.json"), "w") as f:
                 json.dump({"epoch": 1, "batch": 3}, f)
+            with open(os.path.join(run_dir, "history.csv")) as f:
+                header, first, *rest = f.readlines()
+            with open(os.path.join(run_dir, "history.csv"), "w") as f:
+                f.writelines([header, first, first, *rest, first])  # Epoch 0 three times.
             for directory in ("", "checkpoints", "backup"):
                 leftover = os.path.join(run_dir, directory, f".partial-{DEAD_PID}-model.keras")
                 with open(leftover, "wb") as f:
@@ -717,10 +728,19 @@ def test_backup_weights_one_epoch_ahead_of_their_metadata_resume_at_their_epoch(
     (whole, _), (repaired, printed) = resumed_runs["whole"], resumed_runs["repaired"]
     assert "the backup's metadata gave epoch 1, its weights epoch 2" in printed
     assert "resuming after epoch 2 of 2" in printed and "Epoch 2/2" not in printed
-    assert history_epochs(os.path.join(repaired, "history.csv")) == [0, 1]
     ours, reference = _results(repaired), _results(whole)
     assert ours["test_loss"] == pytest.approx(reference["test_loss"], rel=1e-6)
     assert ours["test_accuracy"] == reference["test_accuracy"]
+
+
+def test_an_epoch_with_several_history_rows_keeps_one_when_the_run_resumes(resumed_runs):
+    (whole, _), (repaired, _) = resumed_runs["whole"], resumed_runs["repaired"]
+    histories = [open(os.path.join(d, "history.csv")).read() for d in (repaired, whole)]
+    assert histories[0] == histories[1]
+    assert history_epochs(os.path.join(repaired, "history.csv")) == [0, 1]
+    ours, reference = _results(repaired), _results(whole)
+    for key in ("final_train_accuracy", "train_seconds", "train_images_per_second"):
+        assert ours[key] == reference[key], key
 
 
 def test_temporary_files_a_killed_run_left_are_removed_when_it_resumes(resumed_runs):
@@ -788,10 +808,7 @@ def test_a_finished_run_with_a_damaged_file_is_refused_naming_it(
     name, damage_file, problem = FINISHED_DAMAGES[damage]
     path = os.path.join(run_dir, name)
     damage_file(path)
-    argv = ["train", "--data-dir", digits_dir, "--output-dir", run_dir, *CONV_ARGS]
-    assert cli.main(argv) == 2
-    out, err = capsys.readouterr()
-    assert err.count("\n") == 1 and err.startswith("error: "), err
+    out, err = _refused(run_dir, digits_dir, capsys)
     assert f"{path} {problem}" in err
     assert "another configuration" not in err
     assert "already trained" not in out and "Epoch" not in out
@@ -813,9 +830,6 @@ def test_a_stopped_run_with_a_damaged_file_is_refused_naming_it(
     shutil.copytree(stopped_run, run_dir)
     path = os.path.join(run_dir, name)
     _write_bytes(content)(path)
-    argv = ["train", "--data-dir", digits_dir, "--output-dir", run_dir, *CONV_ARGS]
-    assert cli.main(argv) == 2
-    out, err = capsys.readouterr()
-    assert err.count("\n") == 1 and err.startswith("error: "), err
+    out, err = _refused(run_dir, digits_dir, capsys)
     assert f"{path} {problem}" in err
     assert "another configuration" not in err and "resuming" not in out

@@ -282,11 +282,11 @@ class EpochCSVLogger(keras.callbacks.CSVLogger):
     def on_epoch_begin(self, epoch, logs=None):
         if not self._started:
             self._started = True
-            _drop_rows_from(self.filename, epoch, self.sep)
+            keep_rows_before(self.filename, epoch, self.sep)
             super().on_train_begin(logs)
 
 
-def _drop_rows_from(path, first_epoch, separator):
+def keep_rows_before(path, first_epoch, separator=","):
     """Rewrites the CSV at `path` with one row for each epoch before `first_epoch`, in
     order: without the rows of later epochs, partial lines, or all but the last row of an
     epoch written twice (the last is the epoch the backup holds). At epoch 0 the file is

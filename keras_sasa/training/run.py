@@ -332,9 +332,11 @@ def train_run(config, info, strategy, run_dir, log=print):
     for directory in (out_dir, os.path.join(out_dir, CHECKPOINT_DIR), backup_dir):
         run_files.remove_leftovers(directory)
     # A damaged backup is refused before anything is written or trained.
-    start_epoch = run_callbacks.check_backup(
-        backup_dir, config.epochs, os.path.join(out_dir, HISTORY_FILE), run_dir, log
-    )
+    history_path = os.path.join(out_dir, HISTORY_FILE)
+    start_epoch = run_callbacks.check_backup(backup_dir, config.epochs, history_path, run_dir, log)
+    # As EpochCSVLogger does when fit starts, but also for a run whose epochs are all
+    # finished (fit trains none): the results are made of these rows.
+    run_callbacks.keep_rows_before(history_path, start_epoch)
     if config.seed is not None and start_epoch < config.epochs:
         # Epoch e's data depends on (seed, e) only: resumed at e, the run reads what the
         # uninterrupted run read (a reshuffled pipeline would start again from epoch 0's).
@@ -391,7 +393,7 @@ def train_run(config, info, strategy, run_dir, log=print):
         model_path = os.path.join(out_dir, MODEL_FILE)
         run_files.replace_atomically(model_path, model.save)
 
-    history = run_files.read_history(os.path.join(out_dir, HISTORY_FILE))
+    history = run_files.read_history(history_path)
     results = report.run_results(config, params, flops, test, history, steps_per_epoch, train)
     results["skipped_steps"] = skipped
     results["model_sha256"] = run_files.file_sha256(model_path)
