@@ -663,6 +663,27 @@ def test_a_backup_whose_epochs_have_no_history_rows_is_refused(tmp_path):
     assert run_callbacks.check_backup(str(backup), 4, str(history), str(tmp_path)) == 0
 
 
+def test_first_backup_weights_without_their_metadata_are_resumed_at_their_epoch(tmp_path):
+    """A kill between the two renames of the first backup leaves its weights alone."""
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    _weights_of_epoch(backup / "latest.weights.h5", 1)
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss\n0,1.0\n")
+    messages = []
+    epoch = run_callbacks.check_backup(str(backup), 4, str(history), "D", messages.append)
+    assert epoch == 1 and run_callbacks.backup_epoch(str(backup)) == 1
+    assert messages == [
+        f"D: the backup's metadata was missing, its weights epoch 1 (stopped between the two "
+        f"writes); {backup / 'training_metadata.json'} now gives epoch 1."
+    ]
+    # Weights of a later epoch cannot have lost their metadata to a kill.
+    (backup / "training_metadata.json").unlink()
+    _weights_of_epoch(backup / "latest.weights.h5", 2)
+    with pytest.raises(ValueError, match="training_metadata.json is missing"):
+        run_callbacks.check_backup(str(backup), 4, str(history), "D")
+
+
 def test_the_checkpoint_is_replaced_atomically(tmp_path, monkeypatch):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")

@@ -107,9 +107,10 @@ def check_backup(backup_dir, epochs, history_path, run_dir, log=print):
     model is built.
 
     One inconsistent state is repaired rather than refused: weights one epoch ahead of
-    their metadata, which a kill between the two renames of `AtomicBackupAndRestore`
-    leaves. The weights are the later epoch's, whole, and its history row was written
-    before them: the metadata is rewritten to their epoch, and `log` says so.
+    their metadata (of the first epoch, without metadata), which a kill between the two
+    renames of `AtomicBackupAndRestore` leaves. The weights are the later epoch's, whole,
+    and its history row was written before them: the metadata is rewritten to their
+    epoch, and `log` says so.
 
     Raises:
         ValueError: naming the damaged file and the directory to delete.
@@ -121,26 +122,18 @@ def check_backup(backup_dir, epochs, history_path, run_dir, log=print):
         return 0
     if not has_weights:
         raise _damaged(run_dir, backup_dir, weights, f"is missing (its {metadata} is there)")
-    if not has_metadata:
-        raise _damaged(run_dir, backup_dir, metadata, f"is missing (its {weights} is there)")
-    try:
-        with open(metadata) as f:
-            stored = json.load(f)
-        epoch = stored["epoch"]
-    except (ValueError, KeyError, TypeError, IndexError):
-        raise _damaged(
-            run_dir, backup_dir, metadata, 'is not a backup\'s metadata ({"epoch": N, ...})'
-        ) from None
-    if not _is_epoch(epoch, epochs):
-        raise _damaged(
-            run_dir,
-            backup_dir,
-            metadata,
-            f"gives epoch {epoch!r} as finished, outside this run's 1..{epochs}",
-        )
     weights_epoch = _weights_epoch(weights, run_dir, backup_dir)
+    if has_metadata:
+        stored = _read_metadata(metadata, epochs, run_dir, backup_dir)
+    else:  # Killed between the two renames of the first backup, or deleted.
+        stored = {"epoch": 0, "batch": 0}
+    epoch = stored["epoch"]
     if weights_epoch != epoch:
         if weights_epoch != epoch + 1 or not _is_epoch(weights_epoch, epochs):
+            if not has_metadata:
+                raise _damaged(
+                    run_dir, backup_dir, metadata, f"is missing (its {weights} is there)"
+                )
             raise _damaged(
                 run_dir,
                 backup_dir,
@@ -148,14 +141,34 @@ def check_backup(backup_dir, epochs, history_path, run_dir, log=print):
                 f"holds the weights of epoch {weights_epoch!r}, but {metadata} gives epoch {epoch}",
             )
         write_json_atomically(metadata, {**stored, "epoch": weights_epoch})
+        said = f"gave epoch {epoch}" if has_metadata else "was missing"
         log(
-            f"{run_dir}: the backup's metadata gave epoch {epoch}, its weights epoch "
-            f"{weights_epoch} (stopped between the two writes); {metadata} now gives "
-            f"epoch {weights_epoch}."
+            f"{run_dir}: the backup's metadata {said}, its weights epoch {weights_epoch} "
+            f"(stopped between the two writes); {metadata} now gives epoch {weights_epoch}."
         )
         epoch = weights_epoch
     _check_history_rows(history_path, epoch, run_dir, backup_dir)
     return epoch
+
+
+def _read_metadata(path, epochs, run_dir, backup_dir):
+    """The backup's metadata, {"epoch": N, ...} with N in 1..`epochs`."""
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+        epoch = stored["epoch"]
+    except (ValueError, KeyError, TypeError, IndexError):
+        raise _damaged(
+            run_dir, backup_dir, path, 'is not a backup\'s metadata ({"epoch": N, ...})'
+        ) from None
+    if not _is_epoch(epoch, epochs):
+        raise _damaged(
+            run_dir,
+            backup_dir,
+            path,
+            f"gives epoch {epoch!r} as finished, outside this run's 1..{epochs}",
+        )
+    return stored
 
 
 def _is_epoch(value, epochs):
