@@ -470,7 +470,7 @@ def test_a_run_whose_steps_were_all_skipped_by_loss_scaling_is_refused():
         recipe.check_steps_taken(optimizer, config, 4, "D")
     optimizer.iterations.assign(5)
     messages = []
-    recipe.check_steps_taken(optimizer, config, 4, "D", log=messages.append)
+    assert recipe.check_steps_taken(optimizer, config, 4, "D", log=messages.append) == 3
     assert messages and "3 of 8 training steps were skipped" in messages[0]
 
 

@@ -166,7 +166,7 @@ def _load_model(path):
         return load_model(path)
     except Exception as error:  # Keras raises many types for a corrupt archive.
         message = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        if not message.startswith(os.fspath(path)):  # keras_sasa.load_model's own do.
+        if not message.startswith(os.fspath(path)):  # load_model's own messages do.
             message = f"{path} is not a loadable Keras model: {message}"
         raise UsageError(message) from None
 
