@@ -663,6 +663,26 @@ def test_a_backup_whose_epochs_have_no_history_rows_is_refused(tmp_path):
     assert run_callbacks.check_backup(str(backup), 4, str(history), str(tmp_path)) == 0
 
 
+def test_history_rows_that_are_not_numbers_under_the_runs_columns_are_refused(tmp_path):
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    _weights_of_epoch(backup / "latest.weights.h5", 1)
+    (backup / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    history = tmp_path / "history.csv"
+    columns = ("epoch", "loss", "accuracy")
+    for text, problem in [
+        ("epoch,loss\n0,1.0\n", "has no column accuracy"),
+        ("epoch,loss,accuracy\n0,\x00\x00,0.5\n", "holds a damaged row for epoch 0"),
+        ("epoch,loss,accuracy\n0,1.0\n", "holds a damaged row for epoch 0"),
+        ("epoch,loss,accuracy\n0,1.0,0.5,7\n", "holds a damaged row for epoch 0"),
+    ]:
+        history.write_text(text)
+        with pytest.raises(ValueError, match=f"{history} {problem}"):
+            run_callbacks.check_backup(str(backup), 4, str(history), "D", columns=columns)
+    history.write_text("epoch,loss,accuracy,top5\n0,1.0,0.5,NA\n1,x,y\n")  # Epoch 1: dropped.
+    assert run_callbacks.check_backup(str(backup), 4, str(history), "D", columns=columns) == 1
+
+
 def test_first_backup_weights_without_their_metadata_are_resumed_at_their_epoch(tmp_path):
     """A kill between the two renames of the first backup leaves its weights alone."""
     backup = tmp_path / "backup"

@@ -92,7 +92,7 @@ def _damaged(run_dir, backup_dir, path, problem):
     )
 
 
-def check_backup(backup_dir, epochs, history_path, run_dir, log=print):
+def check_backup(backup_dir, epochs, history_path, run_dir, log=print, columns=()):
     """The epoch a run restarts at from its `BackupAndRestore` state (0 without one),
     once the backup is found whole and consistent.
 
@@ -102,9 +102,9 @@ def check_backup(backup_dir, epochs, history_path, run_dir, log=print):
     untrained model (an epoch beyond the run's), or resume the weights of one epoch
     under the epoch number of another. The backup's weights and metadata must both be
     there, the metadata must give an epoch in 1..`epochs`, the weights file must record
-    the same epoch, and `history_path` must hold a row for every epoch the backup says is
-    finished. Whether the weights load is checked by `load_backup_weights`, once the
-    model is built.
+    the same epoch, and `history_path` must hold a row of numbers for every epoch the
+    backup says is finished, under a header with each of `columns`. Whether the weights
+    load is checked by `load_backup_weights`, once the model is built.
 
     One inconsistent state is repaired rather than refused: weights one epoch ahead of
     their metadata (of the first epoch, without metadata), which a kill between the two
@@ -147,7 +147,7 @@ def check_backup(backup_dir, epochs, history_path, run_dir, log=print):
             f"(stopped between the two writes); {metadata} now gives epoch {weights_epoch}."
         )
         epoch = weights_epoch
-    _check_history_rows(history_path, epoch, run_dir, backup_dir)
+    _check_history_rows(history_path, epoch, run_dir, backup_dir, columns)
     return epoch
 
 
@@ -190,17 +190,18 @@ def _weights_epoch(path, run_dir, backup_dir):
     return int(epoch)
 
 
-def _check_history_rows(history_path, epoch, run_dir, backup_dir):
-    """Refuses a history file that lacks a row of one of the first `epoch` epochs."""
+def _check_history_rows(history_path, epoch, run_dir, backup_dir, columns):
+    """Refuses a history file that lacks one of `columns`, or a whole row of numbers for
+    one of the first `epoch` epochs."""
     try:
         rows = read_history(history_path)
     except ValueError as error:  # "<history_path> is not ..."
         problem = str(error).removeprefix(f"{history_path} ")
         raise _damaged(run_dir, backup_dir, history_path, problem) from None
-    finished = set()
+    finished = {}
     for row in rows:
         try:
-            finished.add(int(row["epoch"]))
+            finished[int(row["epoch"])] = row  # The last row of an epoch is kept.
         except (KeyError, TypeError, ValueError):
             pass  # Not a row: EpochCSVLogger drops it.
     missing = [e for e in range(epoch) if e not in finished]
@@ -212,6 +213,28 @@ def _check_history_rows(history_path, epoch, run_dir, backup_dir):
             f"lacks the rows of {len(missing)} of the {epoch} epochs the backup gives as "
             f"finished (epochs {', '.join(str(e) for e in missing[:5])}, counted from 0)",
         )
+    absent = [column for column in columns if column not in rows[0]] if epoch else []
+    if absent:
+        raise _damaged(run_dir, backup_dir, history_path, f"has no column {', '.join(absent)}")
+    for e in range(epoch):
+        row = finished[e]
+        if None in row or None in row.values() or not all(map(_is_number, row.values())):
+            raise _damaged(
+                run_dir,
+                backup_dir,
+                history_path,
+                f"holds a damaged row for epoch {e} (counted from 0): not one number per column",
+            )
+
+
+def _is_number(text):
+    if text == "NA":  # CSVLogger's word for a value an epoch did not log.
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_backup_weights(model, backup_dir, run_dir):

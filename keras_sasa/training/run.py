@@ -36,7 +36,8 @@ be resumed exactly is refused before anything is trained, with one message namin
 file and what to delete. That is the case for:
 - a damaged backup (`callbacks.check_backup`): weights or metadata missing, truncated
   or unreadable; an epoch outside the run; weights recording another epoch than the
-  metadata, or none (another run's); epochs without their history.csv rows;
+  metadata, or none (another run's); epochs without a whole history.csv row of
+  numbers, or a history.csv without the columns above;
 - backup weights that do not fit the model (`callbacks.load_backup_weights`);
 - a history.csv that is not CSV text, when resuming (from epoch 0 it is replaced);
 - a config.json or results.json that is not what this package writes (not JSON, a list,
@@ -68,6 +69,16 @@ from keras_sasa.training import run_files
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 HISTORY_FILE = "history.csv"
+# Columns of every run's history.csv (the results are made of them): fit's loss and
+# accuracy, and EpochStats' numbers.
+HISTORY_COLUMNS = (
+    "epoch",
+    "loss",
+    "accuracy",
+    "learning_rate",
+    "epoch_seconds",
+    "images_per_second",
+)
 MODEL_FILE = "model.keras"
 LOG_DIR = "logs"
 CHECKPOINT_DIR = "checkpoints"
@@ -333,7 +344,9 @@ def train_run(config, info, strategy, run_dir, log=print):
         run_files.remove_leftovers(directory)
     # A damaged backup is refused before anything is written or trained.
     history_path = os.path.join(out_dir, HISTORY_FILE)
-    start_epoch = run_callbacks.check_backup(backup_dir, config.epochs, history_path, run_dir, log)
+    start_epoch = run_callbacks.check_backup(
+        backup_dir, config.epochs, history_path, run_dir, log, HISTORY_COLUMNS
+    )
     # As EpochCSVLogger does when fit starts, but also for a run whose epochs are all
     # finished (fit trains none): the results are made of these rows.
     run_callbacks.keep_rows_before(history_path, start_epoch)
