@@ -820,6 +820,7 @@ def _write_bytes(content):
 FINISHED_DAMAGES = {
     "results-list": ("results.json", _write_bytes(b"[]"), "is damaged (a JSON list, not"),
     "results-empty": ("results.json", _write_bytes(b"{}"), "is damaged (no 'config', 'model',"),
+    "results-null": ("results.json", _write_bytes(b"null"), "is damaged (a JSON null, not"),
     "results-without-config": (
         "results.json",
         _replace_json(lambda r: {k: v for k, v in r.items() if k != "config"}),

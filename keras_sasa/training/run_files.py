@@ -71,10 +71,11 @@ def read_json_object(path, keys=(), start_over="start over"):
             junk); the message names it as damaged and says to delete it to `start_over`.
     """
     value = read_json(path, start_over)
-    if value is None:
+    if value is None and not os.path.exists(path):
         return None
     if not isinstance(value, dict):
-        raise damaged(path, f"a JSON {type(value).__name__}, not an object", start_over)
+        kind = "null" if value is None else type(value).__name__
+        raise damaged(path, f"a JSON {kind}, not an object", start_over)
     missing = [key for key in keys if key not in value]
     if missing:
         raise damaged(path, f"no {', '.join(repr(k) for k in missing)}", start_over)
