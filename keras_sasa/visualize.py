@@ -101,8 +101,8 @@ def load_image(path, model=None):
         if not np.all(np.isfinite(image)):
             count = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
             raise ValueError(
-                f"{path} holds {count} values that are not finite (NaN or infinity); an "
-                "image needs finite values."
+                f"{path} holds NaN or infinite values ({count} of {image.size}); an image "
+                "needs finite values."
             )
         if np.issubdtype(image.dtype, np.integer):
             image = image / 255.0

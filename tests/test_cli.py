@@ -333,8 +333,8 @@ def test_attention_map_refuses_an_image_that_is_not_finite(attention_map_model, 
     argv = ["attention-map", str(attention_map_model), str(source), "--output", str(output)]
     message = refusal(run_cli(argv))
     assert message == (
-        f"error: {source} holds 2 values that are not finite (NaN or infinity); an image "
-        "needs finite values."
+        f"error: {source} holds NaN or infinite values (2 of {pixels.size}); an image needs "
+        "finite values."
     )
     assert not output.exists()
 
