@@ -1,11 +1,12 @@
 """keras_sasa: stand-alone local self-attention for vision models in Keras 3.
 
 `import keras_sasa` imports Keras and the layers (which registers them, so that
-`keras.saving.load_model` reads `.keras` files holding them), the ops and the model
-builders, and nothing else: the data pipelines (TensorFlow, tensorflow-datasets),
-training, search (keras-tuner), export, plotting and benchmark modules are imported when
-first used, as `keras_sasa.data`, `keras_sasa.training`, ... (PEP 562 module `__getattr__`),
-so that the layers and models under JAX import no TensorFlow.
+`keras.saving.load_model` reads `.keras` files holding them: without the import it
+cannot), `keras_sasa.load_model`, the ops and the model builders, and nothing else: the
+data pipelines (TensorFlow, tensorflow-datasets), training, search (keras-tuner), export,
+plotting and benchmark modules are imported when first used, as `keras_sasa.data`,
+`keras_sasa.training`, ... (PEP 562 module `__getattr__`), so that the layers and models
+under JAX import no TensorFlow.
 
 The command line (`python -m keras_sasa`, `keras-sasa`) imports nothing heavy before it
 has read its arguments: there, the layers too are imported when a command needs them.
@@ -27,12 +28,15 @@ _LAZY_MODULES = (
     "layers",
     "models",
     "ops",
+    "saving",
     "training",
     "tuning",
     "visualize",
 )
 # Names re-exported from `keras_sasa.layers`.
 _LAZY_LAYERS = ("AttentionStem2D", "LocalSelfAttention2D")
+# Names re-exported from `keras_sasa.saving`.
+_LAZY_SAVING = ("load_model",)
 
 
 def _starting_command_line():
@@ -63,11 +67,13 @@ def __getattr__(name):
         return importlib.import_module(f"{__name__}.{name}")
     if name in _LAZY_LAYERS:
         return getattr(importlib.import_module(f"{__name__}.layers"), name)
+    if name in _LAZY_SAVING:
+        return getattr(importlib.import_module(f"{__name__}.saving"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY_MODULES) | set(_LAZY_LAYERS))
+    return sorted(set(globals()) | set(_LAZY_MODULES) | set(_LAZY_LAYERS) | set(_LAZY_SAVING))
 
 
 if not _starting_command_line():
@@ -77,6 +83,7 @@ if not _starting_command_line():
     from keras_sasa import ops  # noqa: E402
     from keras_sasa.layers import AttentionStem2D  # noqa: E402
     from keras_sasa.layers import LocalSelfAttention2D  # noqa: E402
+    from keras_sasa.saving import load_model  # noqa: E402
 
 __all__ = [
     "AttentionStem2D",
@@ -84,6 +91,7 @@ __all__ = [
     "data",
     "distribute",
     "export",
+    "load_model",
     "models",
     "ops",
     "tuning",

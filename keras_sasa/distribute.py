@@ -350,3 +350,16 @@ def _current_strategy():
         return DataParallelStrategy(keras.distribution.list_devices()[:1], install=False)
     devices = [str(d) for d in distribution.device_mesh.devices.flatten()]
     return DataParallelStrategy(devices, install=False)
+
+
+def has_fast_float16():
+    """Whether a visible device computes in float16 faster than in float32: a GPU with
+    tensor cores (CUDA compute capability 7.0 or later). CPUs and TPUs do not (TPUs
+    compute in bfloat16)."""
+    if keras.backend.backend() != "tensorflow":
+        return any(device.startswith("gpu") for device in keras.distribution.list_devices())
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if capability is not None and tuple(capability) >= (7, 0):
+            return True
+    return False

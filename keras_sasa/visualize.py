@@ -16,6 +16,8 @@ The model may be functional, Sequential or subclassed, built in memory or loaded
 layer's input is recorded while the model runs on the image.
 """
 
+import os
+
 import keras
 import matplotlib
 import numpy as np
@@ -68,7 +70,8 @@ def load_image(path, model=None):
     """An image file as a float32 `(height, width, channels)` array for `model`.
 
     `.png`, `.jpg` (anything `keras.utils.load_img` reads) are scaled from 0..255 to
-    0..1; `.npy` arrays of integers are scaled the same way, floats are kept as they are.
+    0..1; `.npy` arrays of integers are scaled the same way, floats are kept as they are
+    (NaN and infinities are refused).
     With a `model` whose input has a fixed size, the image is resized to it and given the
     model's number of channels (1: grayscale, 3: RGB).
     """
@@ -90,6 +93,16 @@ def load_image(path, model=None):
             raise ValueError(
                 f"Expected an image of shape (height, width[, channels]) in {path}. "
                 f"Received shape {image.shape}"
+            )
+        if image.dtype.kind not in "biuf":  # Booleans, integers, floats.
+            raise ValueError(
+                f"Expected an array of real numbers in {path}. Received dtype {image.dtype}"
+            )
+        if not np.all(np.isfinite(image)):
+            count = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+            raise ValueError(
+                f"{path} holds NaN or infinite values ({count} of {image.size}); an image "
+                "needs finite values."
             )
         if np.issubdtype(image.dtype, np.integer):
             image = image / 255.0
@@ -335,6 +348,10 @@ def plot_attention_grid(model, image, layer_name=None, grid=4):
 
 
 def save_figure(figure, path):
-    """Writes `figure` as a PNG (or the format of `path`'s extension)."""
+    """Writes `figure` as a PNG (or the format of `path`'s extension) and returns the path
+    written: `path`, or `path` + ".png" if it has no extension (as matplotlib does)."""
+    path = os.fspath(path)
+    if not os.path.splitext(path)[1]:
+        path += "." + matplotlib.rcParams["savefig.format"]
     figure.savefig(path, dpi=100, bbox_inches="tight")
     return path

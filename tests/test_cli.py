@@ -270,3 +270,89 @@ def test_attention_map_grid_is_bounded_by_the_feature_map(attention_map_model, t
     # The largest grid: one query per feature pixel.
     figure = visualize.plot_attention_grid(visualize_model(), image(), "attn2", grid=6)
     assert len(figure.axes) == 36
+
+
+# Arguments a command would ignore or misuse: refused before it starts, in one line.
+
+
+def _a_zip_file(path):
+    """A file that passes the commands' first look at a model (a zip archive)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", "{}")
+    return str(path)
+
+
+def test_arguments_a_command_would_ignore_or_misuse_are_refused_before_it_starts(tmp_path):
+    model = _a_zip_file(tmp_path / "model.keras")
+    holding = tmp_path / "holding"
+    holding.mkdir()
+    (holding / "mine.txt").write_text("the user's file")
+    regular = tmp_path / "file"
+    regular.write_text("")
+    export = ["export", model, "--format"]
+    attention_map = ["attention-map", model, str(tmp_path / "image.npy")]
+    cases = [
+        (["train", "--tpu", "foo"], "error: --tpu foo needs --strategy tpu (got --strategy auto)"),
+        (["tune", "--tpu", "foo", "--strategy", "mirrored"], "(got --strategy mirrored)"),
+        ([*export, "saved_model", "--output", str(holding)], "is a directory that holds files"),
+        ([*export, "saved_model", "--output", str(regular)], f"--output {regular} is a file"),
+        ([*export, "onnx", "--output", str(tmp_path / "x.tflite")], "does not end in .onnx"),
+        ([*export, "tflite", "--output", str(tmp_path / "x.onnx")], "does not end in .tflite"),
+        ([*attention_map, "--output", "x.png", "--grid", "2", "--pixel", "1", "1"], "--grid and"),
+        ([*attention_map, "--output", str(holding)], f"--output {holding} is a directory"),
+    ]
+    for args, message in cases:
+        result = run_cli(args, timeout=120)
+        assert message in refusal(result), args
+        assert result.stdout == "", args
+    assert sorted(os.listdir(tmp_path)) == ["file", "holding", "model.keras"]
+    assert os.listdir(holding) == ["mine.txt"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_export_to_a_directory_that_cannot_be_written_names_the_output(tmp_path):
+    model_file = tmp_path / "model.keras"
+    export_model().save(model_file)
+    output = "/proc/x.tflite"
+    message = refusal(
+        run_cli(["export", str(model_file), "--format", "tflite", "--output", output])
+    )
+    assert message.startswith(f"error: Cannot write --output {output}: ")
+    assert ".log" not in message
+
+
+def test_attention_map_refuses_an_image_that_is_not_finite(attention_map_model, tmp_path):
+    source = tmp_path / "nan.npy"
+    pixels = image()
+    pixels[2, 3, 0] = np.nan
+    pixels[4, 5, 1] = np.inf
+    np.save(source, pixels)
+    output = tmp_path / "map.png"
+    argv = ["attention-map", str(attention_map_model), str(source), "--output", str(output)]
+    message = refusal(run_cli(argv))
+    assert message == (
+        f"error: {source} holds NaN or infinite values (2 of {pixels.size}); an image needs "
+        "finite values."
+    )
+    assert not output.exists()
+
+
+def test_bench_refuses_kernel_sizes_it_does_not_measure():
+    message = refusal(run_cli(["bench", "--quick", "--kernel-sizes", "4"], timeout=120))
+    assert message == (
+        "error: --kernel-sizes 4: bench --quick measures kernel sizes 7 only, not 4."
+    )
+
+
+def test_a_damaged_results_file_is_one_line_naming_it(digits_dir, tmp_path):
+    results = tmp_path / "run" / "results.json"
+    results.parent.mkdir()
+    results.write_text("[]")
+    argv = ["train", "--data-dir", digits_dir, "--output-dir", str(results.parent)]
+    message = refusal(run_cli(argv))
+    assert message == (
+        f"error: {results} is damaged (a JSON list, not an object). Delete it to train the "
+        "run again."
+    )

@@ -181,3 +181,47 @@ def test_cli_export_rejects_a_missing_file(tmp_path, capsys):
     path = tmp_path / "missing.keras"
     assert cli.main(["export", str(path), "--format", "saved_model", "--output", "x"]) != 0
     assert capsys.readouterr().err == f"error: no such model file: {path}\n"
+
+
+# Loading a .keras file whose classes are not all registered.
+
+
+def _with_class_renamed(source, target, old, new):
+    """A copy of the .keras file `source` whose config calls class `old` `new`."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(target, "w") as copy:
+        for item in archive.infolist():
+            content = archive.read(item)
+            if item.filename == "config.json":
+                content = content.replace(old.encode(), new.encode())
+            copy.writestr(item, content)
+    return target
+
+
+def test_load_model_reads_what_keras_saving_reads_once_keras_sasa_is_imported(model_file):
+    loaded = keras_sasa.load_model(model_file)
+    reference = keras.saving.load_model(model_file)
+    x = images(2)
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(reference(x)))
+
+
+def test_load_model_names_a_keras_sasa_class_this_version_lacks(model_file, tmp_path):
+    renamed = _with_class_renamed(
+        model_file, tmp_path / "renamed.keras", "LocalSelfAttention2D", "LocalSelfAttention9D"
+    )
+    with pytest.raises(TypeError) as raised:
+        keras_sasa.load_model(renamed)
+    assert str(raised.value) == (
+        f"{renamed} needs keras_sasa's 'LocalSelfAttention9D', which keras_sasa "
+        f"{keras_sasa.__version__} does not have: the file was saved by another version of "
+        "keras_sasa."
+    )
+    code = cli.main(["export", str(renamed), "--format", "saved_model", "--output", "x"])
+    assert code == 2
+
+
+def test_load_model_names_a_class_of_another_package(model_file, tmp_path):
+    renamed = _with_class_renamed(model_file, tmp_path / "other.keras", "keras_sasa>", "other>")
+    with pytest.raises(TypeError, match="needs the class 'LocalSelfAttention2D' \\(registered as"):
+        keras_sasa.load_model(renamed)

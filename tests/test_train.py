@@ -5,9 +5,12 @@ The models are tiny (width 4, 2 heads, k = 3) and train on slices of digits, so 
 takes seconds; most of its time is tracing and compiling.
 """
 
+import contextlib
 import glob
+import io
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -15,6 +18,7 @@ import pytest
 
 from keras_sasa import cli
 from keras_sasa import data
+from keras_sasa import distribute
 from keras_sasa import training
 from keras_sasa.training import callbacks as run_callbacks
 from keras_sasa.training import recipe
@@ -24,6 +28,7 @@ TINY = dict(base_width=4, num_heads=2, kernel_size=3)
 TINY_ARGS = ["--base-width", "4", "--num-heads", "2", "--kernel-size", "3"]
 SLICES = dict(train_split="train[:256]", test_split="test[:128]")
 SLICE_ARGS = ["--train-split", "train[:256]", "--test-split", "test[:128]"]
+DEAD_PID = 2**22 + 1  # Above Linux's largest process id: no process has it.
 
 
 @pytest.fixture(scope="module")
@@ -317,6 +322,53 @@ def test_history_logger_drops_rows_of_epochs_to_be_trained_again_and_partial_lin
     assert [row["loss"] for row in run_files.read_history(path)] == ["1.0", "0.9", "0.7"]
 
 
+def test_history_logger_keeps_the_last_row_of_an_epoch_written_twice(tmp_path):
+    path = str(tmp_path / "history.csv")
+    with open(path, "w") as f:
+        f.write("epoch,loss\n0,1.0\n1,0.9\n0,0.95\n2,0.8\n3,0.7\n")
+    logger = run_callbacks.EpochCSVLogger(path)
+    logger.on_train_begin()
+    logger.on_epoch_begin(3)
+    logger.on_epoch_end(3, {"loss": 0.6})
+    logger.on_train_end()
+    assert history_epochs(path) == [0, 1, 2, 3]
+    assert [row["loss"] for row in run_files.read_history(path)] == ["0.95", "0.9", "0.8", "0.6"]
+
+
+def test_history_logger_starting_at_epoch_0_replaces_whatever_the_file_held(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_bytes(b"\x89PNG\xff\xfe junk\n\x00\x01\n")
+    logger = run_callbacks.EpochCSVLogger(str(path))
+    logger.on_train_begin()
+    logger.on_epoch_begin(0)
+    logger.on_epoch_end(0, {"loss": 0.5})
+    logger.on_train_end()
+    rows = run_files.read_history(str(path))
+    assert [(row["epoch"], row["loss"]) for row in rows] == [("0", "0.5")]
+
+
+def test_a_history_file_that_is_not_text_is_named(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_bytes(b"epoch,loss\n0,\xff\xfe\n")
+    with pytest.raises(ValueError, match=f"^{path} is not UTF-8 text"):
+        run_files.read_history(str(path))
+
+
+def test_temporary_files_of_processes_that_ended_are_removed(tmp_path):
+    dead = DEAD_PID
+    ours = f".partial-{os.getpid()}-x"  # This process writes one file at a time.
+    for name in (f".partial-{dead}-model.keras", f".write-test-{dead}", ours):
+        (tmp_path / name).write_bytes(b"x")
+    # A process that still runs may be writing its file now.
+    running = tmp_path / f".partial-{os.getppid()}-results.json"
+    running.write_bytes(b"x")
+    kept = [".partial", ".partial-x-y", f".partial{dead}-z", "model.keras"]
+    for name in kept:
+        (tmp_path / name).write_bytes(b"x")
+    run_files.remove_leftovers(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == sorted([running.name, *kept])
+
+
 def test_backup_files_are_replaced_atomically(tmp_path, monkeypatch):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
@@ -480,7 +532,7 @@ def test_a_run_whose_steps_were_all_skipped_by_loss_scaling_is_refused():
         recipe.check_steps_taken(optimizer, config, 4, "D")
     optimizer.iterations.assign(5)
     messages = []
-    recipe.check_steps_taken(optimizer, config, 4, "D", log=messages.append)
+    assert recipe.check_steps_taken(optimizer, config, 4, "D", log=messages.append) == 3
     assert messages and "3 of 8 training steps were skipped" in messages[0]
 
 
@@ -507,10 +559,16 @@ def test_mixed_precision_runs_validate_with_the_ema_weights(policy, digits_dir, 
     assert float(rows[-1]["val_loss"]) == pytest.approx(results["test_loss"], rel=1e-5)
     assert float(rows[-1]["val_accuracy"]) == pytest.approx(results["test_accuracy"])
     skipped = [m for m in messages if "training steps were skipped" in m]
+    slow = [m for m in messages if "mixed_float16 is slower than float32 here" in m]
     if policy == "mixed_float16":
         assert len(skipped) == 1 and "steps taken" in skipped[0]
+        # "D: 8 of 16 training steps were skipped ...": results.json keeps the 8.
+        count = int(skipped[0].split(": ", 1)[1].split()[0])
+        assert results["skipped_steps"] == count > 0
+        # One line where no device computes fast in float16 (a CPU).
+        assert len(slow) == (0 if distribute.has_fast_float16() else 1)
     else:  # No loss scaling: every step is taken and the schedule ends at 0.
-        assert skipped == []
+        assert skipped == [] and results["skipped_steps"] == 0 and slow == []
         assert float(rows[-1]["learning_rate"]) == pytest.approx(0.0, abs=1e-7)
 
 
@@ -572,6 +630,15 @@ def test_a_backup_without_a_checkpoint_of_its_epoch_writes_the_weights_itself(tm
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def _refused(run_dir, digits_dir, capsys):
+    """The CONV_ARGS run in `run_dir`, refused in one line: (stdout, stderr)."""
+    argv = ["train", "--data-dir", digits_dir, "--output-dir", run_dir, *CONV_ARGS]
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    return out, err
+
+
 def _truncate(path):
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) // 2)
@@ -582,11 +649,39 @@ def _set_epoch_99(path):
         json.dump({"epoch": 99, "batch": 0}, f)
 
 
+def _another_models_weights(path, epoch=2):
+    """Replaces the weights at `path` by those of another model, recording `epoch`."""
+    import h5py
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    model.optimizer.build(model.trainable_variables)
+    model.save_weights(path, overwrite=True)
+    if epoch is not None:
+        with h5py.File(path, "r+") as f:
+            f.attrs[run_callbacks.BACKUP_EPOCH_ATTRIBUTE] = epoch
+
+
+def _record_epoch_1(path):
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        f.attrs[run_callbacks.BACKUP_EPOCH_ATTRIBUTE] = 1
+
+
 DAMAGES = {
     "truncated-weights": ("latest.weights.h5", _truncate),
     "empty-metadata": ("training_metadata.json", lambda path: open(path, "w").close()),
     "deleted-weights": ("latest.weights.h5", os.remove),
     "epoch-99": ("training_metadata.json", _set_epoch_99),
+    # Keras would load what matches and warn about the rest.
+    "another-models-weights": ("latest.weights.h5", _another_models_weights),
+    "weights-recording-no-epoch": (
+        "latest.weights.h5",
+        lambda path: _another_models_weights(path, epoch=None),
+    ),
+    # Epoch 1's weights under epoch 2's metadata: no kill leaves weights behind.
+    "weights-of-an-earlier-epoch": ("latest.weights.h5", _record_epoch_1),
 }
 
 
@@ -594,27 +689,30 @@ DAMAGES = {
 def test_a_damaged_backup_is_refused_naming_the_file(
     damage, stopped_run, digits_dir, tmp_path, capsys
 ):
-    import shutil
-
     output_dir = str(tmp_path / "run")
     shutil.copytree(stopped_run, output_dir)
     name, damage_file = DAMAGES[damage]
     damaged = os.path.join(output_dir, "backup", name)
     damage_file(damaged)
-    argv = ["train", "--data-dir", digits_dir, "--output-dir", output_dir, *CONV_ARGS]
-    assert cli.main(argv) == 2
-    out, err = capsys.readouterr()
-    assert err.count("\n") == 1 and err.startswith("error: "), err
+    out, err = _refused(output_dir, digits_dir, capsys)
     assert f"Cannot resume the run in {output_dir}: {damaged}" in err
     assert f"Delete {os.path.join(output_dir, 'backup')} to train the run again" in err
     assert "resuming" not in out and "Epoch" not in out
     assert not os.path.exists(os.path.join(output_dir, "results.json"))
 
 
+def _weights_of_epoch(path, epoch):
+    """A weights file (without weights) that records `epoch` as a backup's does."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.attrs[run_callbacks.BACKUP_EPOCH_ATTRIBUTE] = epoch
+
+
 def test_a_backup_whose_epochs_have_no_history_rows_is_refused(tmp_path):
     backup = tmp_path / "backup"
     backup.mkdir()
-    (backup / "latest.weights.h5").write_bytes(b"")
+    _weights_of_epoch(backup / "latest.weights.h5", 2)
     (backup / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
     history = tmp_path / "history.csv"
     history.write_text("epoch,loss\n0,1.0\n")
@@ -625,6 +723,47 @@ def test_a_backup_whose_epochs_have_no_history_rows_is_refused(tmp_path):
     (backup / "latest.weights.h5").unlink()
     (backup / "training_metadata.json").unlink()
     assert run_callbacks.check_backup(str(backup), 4, str(history), str(tmp_path)) == 0
+
+
+def test_history_rows_that_are_not_numbers_under_the_runs_columns_are_refused(tmp_path):
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    _weights_of_epoch(backup / "latest.weights.h5", 1)
+    (backup / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    history = tmp_path / "history.csv"
+    columns = ("epoch", "loss", "accuracy")
+    for text, problem in [
+        ("epoch,loss\n0,1.0\n", "has no column accuracy"),
+        ("epoch,loss,accuracy\n0,\x00\x00,0.5\n", "holds a damaged row for epoch 0"),
+        ("epoch,loss,accuracy\n0,1.0\n", "holds a damaged row for epoch 0"),
+        ("epoch,loss,accuracy\n0,1.0,0.5,7\n", "holds a damaged row for epoch 0"),
+    ]:
+        history.write_text(text)
+        with pytest.raises(ValueError, match=f"{history} {problem}"):
+            run_callbacks.check_backup(str(backup), 4, str(history), "D", columns=columns)
+    history.write_text("epoch,loss,accuracy,top5\n0,1.0,0.5,NA\n1,x,y\n")  # Epoch 1: dropped.
+    assert run_callbacks.check_backup(str(backup), 4, str(history), "D", columns=columns) == 1
+
+
+def test_first_backup_weights_without_their_metadata_are_resumed_at_their_epoch(tmp_path):
+    """A kill between the two renames of the first backup leaves its weights alone."""
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    _weights_of_epoch(backup / "latest.weights.h5", 1)
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss\n0,1.0\n")
+    messages = []
+    epoch = run_callbacks.check_backup(str(backup), 4, str(history), "D", messages.append)
+    assert epoch == 1 and run_callbacks.backup_epoch(str(backup)) == 1
+    assert messages == [
+        f"D: the backup's metadata was missing, its weights epoch 1 (stopped between the two "
+        f"writes); {backup / 'training_metadata.json'} now gives epoch 1."
+    ]
+    # Weights of a later epoch cannot have lost their metadata to a kill.
+    (backup / "training_metadata.json").unlink()
+    _weights_of_epoch(backup / "latest.weights.h5", 2)
+    with pytest.raises(ValueError, match="training_metadata.json is missing"):
+        run_callbacks.check_backup(str(backup), 4, str(history), "D")
 
 
 def test_the_checkpoint_is_replaced_atomically(tmp_path, monkeypatch):
@@ -644,3 +783,157 @@ def test_the_checkpoint_is_replaced_atomically(tmp_path, monkeypatch):
     fresh.compile(optimizer="sgd", loss="mse")
     fresh.load_weights(path)
     np.testing.assert_array_equal(fresh.layers[0].kernel.numpy(), model.layers[0].kernel.numpy())
+
+
+def _resume(run_dir, digits_dir):
+    """Runs the CONV_ARGS run in `run_dir` to its end: (exit code, what it printed)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = cli.main(["train", "--data-dir", digits_dir, "--output-dir", run_dir, *CONV_ARGS])
+    return code, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def resumed_runs(stopped_run, digits_dir, tmp_path_factory):
+    """`stopped_run` resumed to its end twice: "whole" as it was stopped, and "repaired"
+    with its backup's metadata one epoch behind its weights (as a kill between the
+    backup's two renames leaves it), epoch 0's history row written thrice, and the
+    temporary files of a killed writer in its directories.
+    {name: (run directory, what the run printed)}."""
+    base = tmp_path_factory.mktemp("resumed")
+    runs = {}
+    for name in ("whole", "repaired"):
+        run_dir = str(base / name)
+        shutil.copytree(stopped_run, run_dir)
+        if name == "repaired":
+            with open(os.path.join(run_dir, "backup", "training_metadata.json"), "w") as f:
+                json.dump({"epoch": 1, "batch": 3}, f)
+            with open(os.path.join(run_dir, "history.csv")) as f:
+                header, first, *rest = f.readlines()
+            with open(os.path.join(run_dir, "history.csv"), "w") as f:
+                f.writelines([header, first, first, *rest, first])  # Epoch 0 three times.
+            for directory in ("", "checkpoints", "backup"):
+                leftover = os.path.join(run_dir, directory, f".partial-{DEAD_PID}-model.keras")
+                with open(leftover, "wb") as f:
+                    f.write(b"PK" * 1000)
+        code, printed = _resume(run_dir, digits_dir)
+        assert code == 0, printed[-2000:]
+        runs[name] = run_dir, printed
+    return runs
+
+
+def _results(run_dir):
+    with open(os.path.join(run_dir, "results.json")) as f:
+        return json.load(f)
+
+
+def test_backup_weights_one_epoch_ahead_of_their_metadata_resume_at_their_epoch(resumed_runs):
+    (whole, _), (repaired, printed) = resumed_runs["whole"], resumed_runs["repaired"]
+    assert "the backup's metadata gave epoch 1, its weights epoch 2" in printed
+    assert "resuming after epoch 2 of 2" in printed and "Epoch 2/2" not in printed
+    ours, reference = _results(repaired), _results(whole)
+    assert ours["test_loss"] == pytest.approx(reference["test_loss"], rel=1e-6)
+    assert ours["test_accuracy"] == reference["test_accuracy"]
+
+
+def test_an_epoch_with_several_history_rows_keeps_one_when_the_run_resumes(resumed_runs):
+    (whole, _), (repaired, _) = resumed_runs["whole"], resumed_runs["repaired"]
+    histories = [open(os.path.join(d, "history.csv")).read() for d in (repaired, whole)]
+    assert histories[0] == histories[1]
+    assert history_epochs(os.path.join(repaired, "history.csv")) == [0, 1]
+    ours, reference = _results(repaired), _results(whole)
+    for key in ("final_train_accuracy", "train_seconds", "train_images_per_second"):
+        assert ours[key] == reference[key], key
+
+
+def test_temporary_files_a_killed_run_left_are_removed_when_it_resumes(resumed_runs):
+    run_dir, _ = resumed_runs["repaired"]
+    found = glob.glob(os.path.join(run_dir, "**", ".partial-*"), recursive=True)
+    assert found == []
+    assert os.path.exists(os.path.join(run_dir, "checkpoints", "latest.weights.h5"))
+
+
+def test_results_record_the_model_files_checksum_and_the_skipped_steps(resumed_runs):
+    run_dir, _ = resumed_runs["whole"]
+    results = _results(run_dir)
+    assert results["model_sha256"] == run_files.file_sha256(os.path.join(run_dir, "model.keras"))
+    assert results["skipped_steps"] == 0  # float32: no loss scaling.
+
+
+def _replace_json(change):
+    def damage(path):
+        with open(path) as f:
+            value = json.load(f)
+        with open(path, "w") as f:
+            json.dump(change(value), f)
+
+    return damage
+
+
+def _write_bytes(content):
+    def damage(path):
+        with open(path, "wb") as f:
+            f.write(content)
+
+    return damage
+
+
+# A finished run: (file, damage, what the message says of the file).
+FINISHED_DAMAGES = {
+    "results-list": ("results.json", _write_bytes(b"[]"), "is damaged (a JSON list, not"),
+    "results-empty": ("results.json", _write_bytes(b"{}"), "is damaged (no 'config', 'model',"),
+    "results-null": ("results.json", _write_bytes(b"null"), "is damaged (a JSON null, not"),
+    "results-without-config": (
+        "results.json",
+        _replace_json(lambda r: {k: v for k, v in r.items() if k != "config"}),
+        "is damaged (no 'config')",
+    ),
+    "results-with-an-empty-config": (
+        "results.json",
+        _replace_json(lambda r: {**r, "config": {}}),
+        "is damaged (its 'config' is not a run's configuration)",
+    ),
+    "results-binary": (
+        "results.json",
+        _write_bytes(b"\x89PNG\r\n\x1a\n\xff\x00"),
+        "is damaged (not UTF-8 text",
+    ),
+    "model-truncated": ("model.keras", _truncate, "is damaged (not the file saved"),
+    "model-missing": ("model.keras", os.remove, "is missing"),
+}
+
+
+@pytest.mark.parametrize("damage", list(FINISHED_DAMAGES))
+def test_a_finished_run_with_a_damaged_file_is_refused_naming_it(
+    damage, resumed_runs, digits_dir, tmp_path, capsys
+):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(resumed_runs["whole"][0], run_dir)
+    name, damage_file, problem = FINISHED_DAMAGES[damage]
+    path = os.path.join(run_dir, name)
+    damage_file(path)
+    out, err = _refused(run_dir, digits_dir, capsys)
+    assert f"{path} {problem}" in err
+    assert "another configuration" not in err
+    assert "already trained" not in out and "Epoch" not in out
+
+
+@pytest.mark.parametrize(
+    "name, content, problem",
+    [
+        ("config.json", b"[]", "is damaged (a JSON list, not an object)"),
+        ("config.json", b"{}", "is damaged (no 'dataset', 'model', 'epochs')"),
+        ("history.csv", b"epoch,loss\n0,\xff\xfe\n1,2.0\n", "is not UTF-8 text"),
+    ],
+    ids=["config-list", "config-empty", "history-binary"],
+)
+def test_a_stopped_run_with_a_damaged_file_is_refused_naming_it(
+    name, content, problem, stopped_run, digits_dir, tmp_path, capsys
+):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(stopped_run, run_dir)
+    path = os.path.join(run_dir, name)
+    _write_bytes(content)(path)
+    out, err = _refused(run_dir, digits_dir, capsys)
+    assert f"{path} {problem}" in err
+    assert "another configuration" not in err and "resuming" not in out

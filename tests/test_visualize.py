@@ -190,3 +190,13 @@ def test_pixel_map_of_a_loaded_functional_model_matches_the_in_memory_one(model_
     features = keras.Model(loaded.inputs, loaded.get_layer("pool").output)(image()[None])
     _, scores = loaded.get_layer("attn2")(features, return_attention_scores=True)
     np.testing.assert_allclose(maps[:, 3, 2], np.asarray(scores)[0, 5, 0, :, 1, 3], atol=1e-7)
+
+
+def test_attention_map_command_prints_the_file_it_wrote(model_file, tmp_path, capsys):
+    source = tmp_path / "image.npy"
+    np.save(source, image())
+    output = tmp_path / "map"  # matplotlib adds the suffix of its default format.
+    assert cli.main(["attention-map", str(model_file), str(source), "--output", str(output)]) == 0
+    assert capsys.readouterr().out == f"Wrote {output}.png\n"
+    assert (tmp_path / "map.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert not output.exists()

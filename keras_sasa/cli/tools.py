@@ -2,8 +2,11 @@
 (LocalSelfAttention2D's speed), `export` and `attention-map` (of a `.keras` file)."""
 
 import argparse
+import functools
 import importlib.util
 import os
+import tempfile
+import traceback
 
 from keras_sasa.cli import flags
 from keras_sasa.cli.flags import UsageError
@@ -76,6 +79,10 @@ def _bench(args):
     import keras
 
     if args.accelerator:
+        if args.kernel_sizes:
+            raise UsageError(
+                "--kernel-sizes chooses rows of the layer table, not of --accelerator."
+            )
         # --quick: a tiny shape and model, which checks the command end to end in seconds.
         quick = {
             "shapes": [(2, 14, 32)],
@@ -96,9 +103,7 @@ def _bench(args):
     jit_modes = (False,) if args.no_jit else (False, True)
     if keras.backend.backend() == "jax":
         jit_modes = (True,)  # JAX always compiles.
-    configs = benchmark.default_configs(args.quick)
-    if args.kernel_sizes:
-        configs = [c for c in configs if c[1] in args.kernel_sizes]
+    configs = _configs_of_kernel_sizes(benchmark.default_configs(args.quick), args)
     results = benchmark.run(configs, jit_modes, args.repeats)
     others = [b for b in args.backends if b != keras.backend.backend()]
     for backend in others:
@@ -126,6 +131,22 @@ def _bench(args):
     print(report)
 
 
+def _configs_of_kernel_sizes(configs, args):
+    """The benchmark's `configs` of `--kernel-sizes` (all without it); a UsageError for a
+    kernel size it does not measure (else the table would be empty)."""
+    if not args.kernel_sizes:
+        return configs
+    measured = sorted({kernel_size for _, kernel_size, _ in configs})
+    unknown = [k for k in args.kernel_sizes if k not in measured]
+    if unknown:
+        which = "bench --quick measures" if args.quick else "bench measures"
+        raise UsageError(
+            f"--kernel-sizes {','.join(map(str, args.kernel_sizes))}: {which} kernel sizes "
+            f"{','.join(map(str, measured))} only, not {','.join(map(str, unknown))}."
+        )
+    return [c for c in configs if c[1] in args.kernel_sizes]
+
+
 def _check_model_file(path):
     """A one-line UsageError unless `path` is a zip file, as `.keras` files are."""
     import zipfile
@@ -136,21 +157,18 @@ def _check_model_file(path):
         raise UsageError(f"{path} is not a Keras model (expected a .keras file saved by Keras 3)")
 
 
-def _check_model_argument(args):
-    _check_model_file(args.model)
-
-
 def _load_model(path):
     """A `.keras` file as a model, or a one-line UsageError saying what the file is not."""
     _check_model_file(path)
-    import keras
-
-    import keras_sasa.layers  # noqa: F401  (registers the layers for deserialisation)
+    from keras_sasa.saving import load_model
 
     try:
-        return keras.models.load_model(path)
+        return load_model(path)
     except Exception as error:  # Keras raises many types for a corrupt archive.
-        raise UsageError(f"{path} is not a loadable Keras model: {error}") from None
+        message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if not message.startswith(os.fspath(path)):  # load_model's own messages do.
+            message = f"{path} is not a loadable Keras model: {message}"
+        raise UsageError(message) from None
 
 
 def _export(args):
@@ -164,20 +182,71 @@ def _export(args):
     model = _load_model(args.model)
     _check_output_parent(args.output)
     log_path = os.fspath(args.output).rstrip("/\\") + ".log"
-    try:
-        # The exporter and the converter talk at length on stdout and stderr (from C++
-        # too); their words go to a log, and the command says one line.
-        with output_to(log_path):
-            if args.format == "saved_model":
-                export.save_model(model, args.output)
-            elif args.format == "onnx":
-                export.to_onnx(model, args.output)
-            else:
-                export.to_tflite(model, args.output)
-    except (ValueError, TypeError, OSError) as error:
-        raise type(error)(f"{error} (the exporter's log: {log_path})") from None
-    os.remove(log_path)
+    exporters = {
+        "saved_model": export.save_model,
+        "onnx": export.to_onnx,
+        "tflite": export.to_tflite,
+    }
+    _write_with_log(functools.partial(exporters[args.format], model, args.output), log_path)
     print(f"Wrote {args.format} {args.output}")
+
+
+def _write_with_log(write, log_path):
+    """Calls `write()` with this process's output sent to `log_path`, removed once it
+    succeeded. The exporters and converters talk at length on stdout and stderr (from
+    C++ too); their words, and the traceback of a failure, go to the log, and the
+    command says one line naming it."""
+    try:
+        with output_to(log_path):
+            try:
+                write()
+            except Exception:
+                traceback.print_exc()
+                raise
+    except Exception as error:  # TensorFlow's own errors are none of the usual types.
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        kind = type(error) if isinstance(error, (ValueError, TypeError, OSError)) else ValueError
+        raise kind(f"{lines[0]} (the exporter's log: {log_path})") from None
+    os.remove(log_path)
+
+
+# The suffix of the file each export format writes; saved_model writes a directory.
+_EXPORT_SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}
+
+
+def _check_export_arguments(args):
+    _check_model_file(args.model)
+    _check_export_output(args.output, args.format)
+
+
+def _check_export_output(output, format_name):
+    """A one-line UsageError for an --output that --format cannot be written to."""
+    path = os.fspath(output)
+    suffix = os.path.splitext(path.rstrip("/\\"))[1].lower()
+    if format_name == "saved_model":
+        if suffix in (*_EXPORT_SUFFIXES.values(), ".keras"):
+            raise UsageError(
+                f"--output {path} names a {suffix} file; --format saved_model writes a directory."
+            )
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise UsageError(
+                f"--output {path} is a file; --format saved_model writes a directory: name "
+                "a new or empty one."
+            )
+        if os.path.isdir(path) and os.listdir(path):
+            raise UsageError(
+                f"--output {path} is a directory that holds files; --format saved_model "
+                "writes a new or empty directory."
+            )
+        return
+    expected = _EXPORT_SUFFIXES[format_name]
+    if suffix != expected:
+        raise UsageError(
+            f"--output {path} does not end in {expected}: --format {format_name} writes a "
+            f"{expected} file."
+        )
+    if os.path.isdir(path):
+        raise UsageError(f"--output {path} is a directory; --format {format_name} writes a file.")
 
 
 def _check_output_parent(output):
@@ -188,6 +257,8 @@ def _check_output_parent(output):
         raise UsageError(f"Cannot write --output {output}: {parent} is a file, not a directory.")
     try:
         os.makedirs(parent, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass  # Writable (permissions alone do not tell: /proc, read-only mounts).
     except OSError as error:
         reason = error.strerror or str(error)
         raise UsageError(f"Cannot write --output {output}: {reason} ({parent}).") from None
@@ -212,7 +283,7 @@ def add_export_parser(commands):
     parser.add_argument(
         "--output", required=True, help="SavedModel directory, .onnx or .tflite file to write"
     )
-    parser.set_defaults(run=_export, check=_check_model_argument)
+    parser.set_defaults(run=_export, check=_check_export_arguments)
 
 
 def _attention_map(args):
@@ -225,8 +296,21 @@ def _attention_map(args):
         figure = visualize.plot_attention_grid(model, image, layer, grid=args.grid)
     else:
         figure = visualize.plot_pixel_attention(model, image, layer, args.pixel)
-    visualize.save_figure(figure, args.output)
-    print(f"Wrote {args.output}")
+    print(f"Wrote {visualize.save_figure(figure, args.output)}")
+
+
+def _check_attention_map_arguments(args):
+    _check_model_file(args.model)
+    if args.grid is not None and args.pixel is not None:
+        raise UsageError(
+            "--grid and --pixel exclude each other: --pixel ROW COL draws one query pixel, "
+            "--grid N a grid of them."
+        )
+    if os.path.isdir(args.output):
+        raise UsageError(
+            f"--output {args.output} is a directory; name the PNG file to write, e.g. "
+            f"{os.path.join(args.output, 'attention.png')}."
+        )
 
 
 def add_attention_map_parser(commands):
@@ -251,5 +335,7 @@ def add_attention_map_parser(commands):
         help="grid view of N x N query pixels; N is at most the side of the layer's "
         "feature map (its input), e.g. 8 for an 8 x 8 image at the first layer",
     )
-    parser.add_argument("--output", required=True, help="PNG file to write")
-    parser.set_defaults(run=_attention_map, check=_check_model_argument)
+    parser.add_argument(
+        "--output", required=True, help="PNG file to write (.png is added to a name without one)"
+    )
+    parser.set_defaults(run=_attention_map, check=_check_attention_map_arguments)

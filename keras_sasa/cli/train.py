@@ -57,7 +57,18 @@ def add_train_parser(commands):
         help="train once per seed, each in OUTPUT_DIR/seed_S, and report the mean and "
         "standard deviation (e.g. 0,1,2; replaces --seed)",
     )
-    train.set_defaults(run=_train)
+    train.set_defaults(run=_train, check=_check_tpu)
+
+
+def _check_tpu(args):
+    """--tpu names the TPU of --strategy tpu; any other strategy would ignore it or, for
+    auto, skip it without a word when it cannot be reached."""
+    tpu, strategy = getattr(args, "tpu", None), getattr(args, "strategy", "auto")
+    if tpu is not None and strategy != "tpu":
+        raise flags.UsageError(
+            f"--tpu {tpu} needs --strategy tpu (got --strategy {strategy}); without "
+            "--tpu, --strategy auto finds the TPU of TPU_NAME or of a Cloud TPU VM."
+        )
 
 
 def _train(args):
@@ -130,6 +141,7 @@ def add_tune_parser(commands):
 
 
 def _check_tune(args):
+    _check_tpu(args)
     args.search_space = flags.space_values(args, search_space.SearchSpace)
 
 

@@ -259,6 +259,9 @@ def check_steps_taken(optimizer, config, steps_per_epoch, run_dir, log=print):
     were all skipped would report (and save) the EMA's zero-initialised average as its
     model: it is refused.
 
+    Returns:
+        The number of steps skipped (0 without loss scaling), which results.json keeps.
+
     Raises:
         ValueError: no step was taken.
     """
@@ -281,3 +284,4 @@ def check_steps_taken(optimizer, config, steps_per_epoch, run_dir, log=print):
             f"steps); the learning rate schedule follows the {taken} steps taken and ended "
             f"at {learning_rate:.3g}."
         )
+    return max(planned - taken, 0)

@@ -14,22 +14,43 @@ A run directory (`output_dir`; the baseline's is `output_dir/baseline`) holds::
     checkpoints/      latest.weights.h5, replaced atomically after every epoch: the model and
                       optimizer state (the weights being trained, their EMA in the
                       optimizer), for `model.load_weights` on a compiled model
-    backup/           the BackupAndRestore state, removed once the run is finished
+    backup/           the BackupAndRestore state (weights that record their epoch, and
+                      metadata giving it), removed once the run is finished
     model.keras       the final model (EMA weights when `ema`), saved after training
-    results.json      written last: params, FLOPs, test accuracy and loss, images/s
+    results.json      written last: params, FLOPs, test accuracy and loss, images/s, the
+                      training steps that loss scaling skipped, model.keras's SHA-256
+
+Every file is replaced whole (written to `.partial-<pid>-<name>`, then renamed): a kill
+leaves the previous file or the new one, and the next start of the run removes the
+temporary files a killed process left.
 
 Starting a run again with the same configuration continues it from its last finished
 epoch (or, if it was killed after training but before `results.json`, only evaluates
-and saves). A run whose `results.json` exists is finished: starting it again reports the
-stored results and trains nothing. A damaged backup (weights or metadata missing,
-truncated or unreadable, an epoch outside the run, epochs without their history.csv
-rows) is refused before anything is trained, naming the file and the directory to
-delete (`callbacks.check_backup`).
+and saves), with one history.csv row per epoch (where an epoch has several rows, the
+last is kept). A run whose `results.json` exists is finished: starting it
+again reports the stored results and trains nothing, once its model.keras is found to
+be the file it saved.
+
+A resume never silently differs from the uninterrupted run: a run directory that cannot
+be resumed exactly is refused before anything is trained, with one message naming the
+file and what to delete. That is the case for:
+- a damaged backup (`callbacks.check_backup`): weights or metadata missing, truncated
+  or unreadable; an epoch outside the run; weights recording another epoch than the
+  metadata, or none (another run's); epochs without a whole history.csv row of
+  numbers, or a history.csv without the columns above;
+- backup weights that do not fit the model (`callbacks.load_backup_weights`);
+- a history.csv that is not CSV text, when resuming (from epoch 0 it is replaced);
+- a config.json or results.json that is not what this package writes (not JSON, a list,
+  `{}`, without the configuration), reported as damaged, not as another configuration;
+- a finished run whose model.keras is missing or not the file it saved.
+The one inconsistent state a kill can leave, backup weights one epoch ahead of their
+metadata (killed between the two renames), is repaired, and said so.
 """
 
 import os
 import shutil
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -48,6 +69,16 @@ from keras_sasa.training import run_files
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 HISTORY_FILE = "history.csv"
+# Columns of every run's history.csv (the results are made of them): fit's loss and
+# accuracy, and EpochStats' numbers.
+HISTORY_COLUMNS = (
+    "epoch",
+    "loss",
+    "accuracy",
+    "learning_rate",
+    "epoch_seconds",
+    "images_per_second",
+)
 MODEL_FILE = "model.keras"
 LOG_DIR = "logs"
 CHECKPOINT_DIR = "checkpoints"
@@ -93,6 +124,11 @@ def train(config, strategy=None, log=print):
 
 def _train(config, strategy, output_dir, log):
     strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
+    if config.mixed_precision == "mixed_float16" and not distribute.has_fast_float16():
+        log(
+            "Warning: mixed_float16 is slower than float32 here: no device of this machine "
+            "computes fast in float16 (GPUs of CUDA compute capability 7.0 or later do)."
+        )
     info = data.dataset_info(config.dataset, data_dir=config.data_dir, download=True)
     config = run_config.resolve(config.replace(output_dir=output_dir), info)
     # With the defaults chosen: refused here, before anything is built or trained.
@@ -286,10 +322,9 @@ def train_run(config, info, strategy, run_dir, log=print):
     Returns:
         The run's results (the content of its `results.json`).
     """
-    results_path = os.path.join(run_dir, RESULTS_FILE)
-    finished = run_files.read_json(results_path, "start the run over")
+    run_files.remove_leftovers(run_dir)
+    finished = _finished_results(config, run_dir)
     if finished is not None:
-        _check_same_run(finished.get("config", {}), config, run_dir)
         log(
             f"{run_dir}: already trained ({finished['epochs']} epochs, test accuracy "
             f"{finished['test_accuracy']:.4f}); reporting its {RESULTS_FILE}. Delete the "
@@ -301,16 +336,22 @@ def train_run(config, info, strategy, run_dir, log=print):
     train_data, test_data, steps_per_epoch = make_datasets(config, info, strategy)
     config = with_run_length(config, steps_per_epoch)
     config_path = os.path.join(run_dir, CONFIG_FILE)
-    stored = run_files.read_json(config_path, "start the run over")
+    stored = run_files.read_json_object(config_path, _CONFIG_KEYS, "start the run over")
     if stored is not None:
         _check_same_run(stored, config, run_dir)
     chief = distribute.is_chief(strategy)
     out_dir = run_dir if chief else distribute.worker_dir(run_dir, strategy)
     backup_dir = distribute.worker_dir(os.path.join(run_dir, BACKUP_DIR), strategy)
+    for directory in (out_dir, os.path.join(out_dir, CHECKPOINT_DIR), backup_dir):
+        run_files.remove_leftovers(directory)
     # A damaged backup is refused before anything is written or trained.
+    history_path = os.path.join(out_dir, HISTORY_FILE)
     start_epoch = run_callbacks.check_backup(
-        backup_dir, config.epochs, os.path.join(out_dir, HISTORY_FILE), run_dir
+        backup_dir, config.epochs, history_path, run_dir, log, HISTORY_COLUMNS
     )
+    # As EpochCSVLogger does when fit starts, but also for a run whose epochs are all
+    # finished (fit trains none): the results are made of these rows.
+    run_callbacks.keep_rows_before(history_path, start_epoch)
     if config.seed is not None and start_epoch < config.epochs:
         # Epoch e's data depends on (seed, e) only: resumed at e, the run reads what the
         # uninterrupted run read (a reshuffled pipeline would start again from epoch 0's).
@@ -357,19 +398,22 @@ def train_run(config, info, strategy, run_dir, log=print):
             verbose=fit_verbosity(config.verbose),
             shuffle=False,  # The pipeline shuffles.
         )
-        recipe.check_steps_taken(model.optimizer, config, steps_per_epoch, run_dir, log)
+        skipped = recipe.check_steps_taken(model.optimizer, config, steps_per_epoch, run_dir, log)
         # fit has put the EMA weights in the model (optimizer.finalize_variable_values).
         recipe.separate_variable_buffers(model.optimizer)
         test = model.evaluate(test_data, return_dict=True, verbose=0)
         train = model.evaluate(
             make_training_evaluation_dataset(config, info), return_dict=True, verbose=0
         )
-        run_files.replace_atomically(os.path.join(out_dir, MODEL_FILE), model.save)
+        model_path = os.path.join(out_dir, MODEL_FILE)
+        run_files.replace_atomically(model_path, model.save)
 
-    history = run_files.read_history(os.path.join(out_dir, HISTORY_FILE))
+    history = run_files.read_history(history_path)
     results = report.run_results(config, params, flops, test, history, steps_per_epoch, train)
+    results["skipped_steps"] = skipped
+    results["model_sha256"] = run_files.file_sha256(model_path)
     if chief:
-        run_files.write_json_atomically(results_path, results)
+        run_files.write_json_atomically(os.path.join(run_dir, RESULTS_FILE), results)
     # Removed only now: a kill before results.json restarts from the backup, not epoch 0.
     shutil.rmtree(backup_dir, ignore_errors=True)
     return results
@@ -406,6 +450,62 @@ def _pipeline_image_size(config, info):
     """`image_size` for `load_dataset`: None (no resizing) at the native size."""
     native = info.image_shape[0] if info.image_shape[0] == info.image_shape[1] else None
     return None if config.image_size == native else config.image_size
+
+
+# Keys a run's config.json (and the "config" of its results.json) cannot be without.
+_CONFIG_KEYS = ("dataset", "model", "epochs")
+
+
+def _finished_results(config, run_dir):
+    """The results of the finished run of `config` in `run_dir`, or None if it has none.
+
+    Raises:
+        ValueError: `run_dir` holds a run of another configuration, or its results.json
+            or model.keras is damaged.
+    """
+    path = os.path.join(run_dir, RESULTS_FILE)
+    start_over = "train the run again"
+    finished = run_files.read_json_object(
+        path, ("config", "model", "dataset", "epochs", "test_accuracy"), start_over
+    )
+    if finished is None:
+        return None
+    stored = finished["config"]
+    if not isinstance(stored, dict) or any(key not in stored for key in _CONFIG_KEYS):
+        raise run_files.damaged(path, "its 'config' is not a run's configuration", start_over)
+    if not isinstance(finished["test_accuracy"], (int, float)):
+        raise run_files.damaged(path, "its 'test_accuracy' is not a number", start_over)
+    _check_same_run(stored, config, run_dir)
+    model_path = os.path.join(run_dir, MODEL_FILE)
+    problem = _model_file_problem(model_path, finished.get("model_sha256"))
+    if problem:
+        raise ValueError(
+            f"{run_dir} holds a finished run ({RESULTS_FILE}) whose model file {model_path} "
+            f"{problem}. Delete {path} (or the directory) to train the run again."
+        )
+    return finished
+
+
+def _model_file_problem(path, sha256):
+    """What is wrong with a finished run's model file, or None.
+
+    Its SHA-256 must be the one recorded in results.json when it was saved; results
+    written before the checksum was recorded are checked as zip archives (the .keras
+    format), whose members each carry a CRC.
+    """
+    if not os.path.isfile(path):
+        return "is missing"
+    if sha256 is not None:
+        if run_files.file_sha256(path) != sha256:
+            return f"is damaged (not the file saved: its SHA-256 is not {RESULTS_FILE}'s)"
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if archive.testzip() is None:
+                return None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        pass
+    return "is damaged (not a whole .keras archive)"
 
 
 def _check_same_run(stored, config, run_dir):
