@@ -100,7 +100,7 @@ def add_tune_parser(commands):
     )
     search.add_argument(
         "--epochs",
-        type=int,
+        type=flags.config_type(train_config.TrainConfig, "epochs"),
         help="epochs per trial, Hyperband's maximum (default: the train command's)",
     )
     search.add_argument(
@@ -131,6 +131,7 @@ def add_tune_parser(commands):
 
 def _check_tune(args):
     args.search_space = flags.space_values(args, search_space.SearchSpace)
+    flags.check_space_bounds(args.search_space, train_config.TrainConfig)
 
 
 def _tune(args):
