@@ -396,6 +396,23 @@ def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(
     assert not os.path.exists(tmp_path / "out" / "config.json")
 
 
+def test_running_out_of_memory_is_one_line_naming_the_flags_to_lower(monkeypatch, tmp_path, capsys):
+    import tensorflow as tf
+
+    def out_of_memory(*args, **kwargs):
+        message = "OOM when allocating tensor with shape[64,3,4096,4096]\n\t [[{{node x}}]]"
+        raise tf.errors.ResourceExhaustedError(None, None, message)
+
+    monkeypatch.setattr(training, "train", out_of_memory)
+    assert cli.main(["train", "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: Out of memory (OOM when allocating tensor with shape[64,3,4096,4096]): train "
+        "with a smaller --batch-size or --image-size, in another --output-dir or after "
+        f"deleting {tmp_path / 'out'}.\n"
+    )
+
+
 def test_an_output_dir_that_cannot_be_written_is_one_line_on_stderr(digits_dir, tmp_path, capsys):
     regular_file = tmp_path / "file"
     regular_file.write_text("")
