@@ -62,25 +62,45 @@ def boolean(name, value):
     return value
 
 
-def number(name, value, low=None, high=None, low_open=False, high_open=True):
-    """A real number within `low` and `high` (None: unbounded). The bounds are closed,
-    except a `low_open` lower bound and (by default) the upper one."""
+def number(name, value, low=None, high=None, low_open=False, high_open=True, why=None):
+    """A finite real number within `low` and `high` (None: unbounded). The bounds are
+    closed, except a `low_open` lower bound and (by default) the upper one. `why`: the
+    reason for the bounds, said when a value is refused."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise error(name, value, "Expected a number", TypeError)
-    too_low = low is not None and (value < low or (low_open and value == low))
-    too_high = high is not None and (value > high or (high_open and value == high))
-    if too_low or too_high or math.isnan(value):
-        raise error(name, value, f"Expected a value {interval(low, high, low_open, high_open)}")
+    problem = out_of_bounds(value, low, high, low_open, high_open, why)
+    if problem:
+        raise error(name, value, f"Expected {problem}")
     return value
 
 
+def out_of_bounds(value, low=None, high=None, low_open=False, high_open=True, why=None):
+    """What `value` (a real number) should be ("a value > 0", "a finite value in [0, 1)",
+    "a value in [1, 1000] (why)"), or None if it is finite and within the bounds."""
+    bounds = interval(low, high, low_open, high_open)
+    if not math.isfinite(value):
+        return f"a finite value {bounds}".strip()
+    if low is not None and (value < low or (low_open and value == low)):
+        return f"a value {bounds}"
+    if high is not None and (value > high or (high_open and value == high)):
+        return f"a value {bounds}" + (f" ({why})" if why else "")
+    return None
+
+
 def interval(low, high, low_open=False, high_open=True):
-    """ "> 0", ">= 0", "in [0, 1)", ... as the messages say it."""
+    """ "> 0", ">= 0", "in [0, 1)", ... as the messages say it; "" without bounds."""
+    if low is None and high is None:
+        return ""
     if high is None:
-        return f"{'>' if low_open else '>='} {low:g}"
+        return f"{'>' if low_open else '>='} {_bound(low)}"
     if low is None:
-        return f"{'<' if high_open else '<='} {high:g}"
-    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        return f"{'<' if high_open else '<='} {_bound(high)}"
+    return f"in {'(' if low_open else '['}{_bound(low)}, {_bound(high)}{')' if high_open else ']'}"
+
+
+def _bound(value):
+    """1000 and 4294967295 as they are, 0.001 as :g writes it."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def choices(name, value, check_item):

@@ -113,6 +113,84 @@ def test_colour_images_of_several_sizes_and_formats_are_rgb_of_free_size(tmp_pat
     assert decoded.shape == (9, 9, 3) and (decoded == grey[..., None]).all()
 
 
+# Each mode and format, by class name: (format, PIL mode). Grey-scale modes first.
+MODES = {
+    "png_l": ("PNG", "L"), "png_la": ("PNG", "LA"), "png_1": ("PNG", "1"),
+    "png_i16": ("PNG", "I;16"), "jpg_l": ("JPEG", "L"), "png_rgb": ("PNG", "RGB"),
+    "png_rgba": ("PNG", "RGBA"), "png_p": ("PNG", "P"), "jpg_rgb": ("JPEG", "RGB"),
+    "jpg_cmyk": ("JPEG", "CMYK"), "gif_p": ("GIF", "P"), "bmp_rgb": ("BMP", "RGB"),
+}  # fmt: skip
+GREY_CLASSES = ("png_l", "png_la", "png_1", "png_i16", "jpg_l")
+
+
+def write_image(path, image_format, mode, size, seed):
+    """A random image of `size` (height, width) in `mode`, saved as `image_format`;
+    returns its pixels as 8-bit RGB (16-bit grey scaled to 8 bits)."""
+    height, width = size
+    rgb = np.random.default_rng(seed).integers(0, 256, (height, width, 3), np.uint8)
+    if mode == "I;16":
+        grey = rgb[..., 0]
+        Image.fromarray(grey.astype(np.uint16) * 257).save(path, format=image_format)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    image = Image.fromarray(rgb)
+    if mode == "RGBA":
+        image = Image.fromarray(np.dstack([rgb, rgb[..., :1]]))
+    elif mode == "LA":
+        image = image.convert("L").convert("LA")
+    elif mode != "RGB":
+        image = image.convert(mode)
+    image.save(path, format=image_format)
+    with Image.open(path) as saved:  # JPEG's and GIF's pixels are what was saved.
+        return np.asarray(saved.convert("RGB"))
+
+
+def write_mode_folder(root, classes, sizes):
+    """A class per mode of `classes` with an image of each size; the expected pixels."""
+    expected = {}
+    for index, name in enumerate(classes):
+        image_format, mode = MODES[name]
+        os.makedirs(root / name)
+        extension = {"JPEG": "jpg"}.get(image_format, image_format.lower())
+        expected[name] = [
+            write_image(root / name / f"{i}.{extension}", image_format, mode, size, [index, i])
+            for i, size in enumerate(sizes)
+        ]
+    return str(root), expected
+
+
+def test_every_mode_and_format_reads_as_its_rgb_pixels(tmp_path):
+    root, expected = write_mode_folder(tmp_path / "modes", list(MODES), [(16, 16)] * 2)
+    data_dir = str(tmp_path / "tfds")
+    info = data.dataset_info(root, data_dir=data_dir, download=True)
+    assert info.image_shape == (16, 16, 3)
+    unmatched = {(name, i) for name in MODES for i in range(2)}
+    for split in ("train", "test"):
+        for images, labels in data.load_dataset(root, split, 64, data_dir=data_dir):
+            for image, label in zip(images.numpy(), labels.numpy()):
+                name = info.class_names[label]
+                pixels = np.rint(image * 255).astype(int)
+                # PIL's and TensorFlow's JPEG decoders round differently; the rest is exact.
+                tolerance = 8 if MODES[name][0] == "JPEG" else 0
+                errors = [np.abs(pixels - e).max() for e in expected[name]]
+                assert min(errors) <= tolerance, (name, errors)
+                unmatched.discard((name, int(np.argmin(errors))))
+    assert not unmatched
+
+
+@pytest.mark.parametrize("classes, channels", [(list(MODES), 3), (GREY_CLASSES, 1)])
+def test_crops_of_images_of_several_sizes_keep_their_channels(classes, channels, tmp_path):
+    """Crops of images of several sizes are 224 x 224 by default, with the data set's
+    channels (a crop lost them, and the attention stem failed on an unknown count)."""
+    root, _ = write_mode_folder(tmp_path / "mixed", classes, [(40, 70), (90, 33)])
+    data_dir = str(tmp_path / "tfds")
+    assert data.dataset_info(root, data_dir=data_dir).image_shape == (None, None, channels)
+    for augmented in (True, False):
+        dataset = data.load_dataset(root, "train", 2, data_dir=data_dir, training=augmented, seed=0)
+        assert dataset.element_spec[0].shape.as_list()[1:] == [224, 224, channels]
+        images, _ = next(iter(dataset))
+        assert images.shape == (2, 224, 224, channels)
+
+
 def test_a_changed_folder_is_read_again(tmp_path):
     root = write_folder(tmp_path / "set", {k: v[:5] for k, v in digit_images().items()})
     data_dir = str(tmp_path / "tfds")
@@ -143,14 +221,49 @@ def bad_folder(kind, tmp_path):
     if kind == "not an image":
         (root / "one" / "x.png").write_text("text, not a PNG")
         return str(root), f"Cannot read the image '{root / 'one' / 'x.png'}'"
-    # A truncated PNG: its header reads, its pixels do not.
-    whole = (root / "one" / "00.png").read_bytes()
-    (root / "one" / "00.png").write_bytes(whole[: len(whole) // 2])
-    return str(root), f"Cannot read the image '{root / 'one' / '00.png'}'"
+    if kind == "one image per class":
+        for name in ("zero", "one"):
+            for extra in sorted((root / name).iterdir())[1:]:
+                extra.unlink()
+        return str(root), f"The image folder '{root}' has one image per class, too few"
+    if kind == "empty test folder":
+        os.rename(root, tmp_path / "train")
+        (tmp_path / "test").mkdir()
+        os.makedirs(root)
+        os.rename(tmp_path / "train", root / "train")
+        os.rename(tmp_path / "test", root / "test")
+        return str(root), f"The split folder '{root / 'test'}' has no class subfolders"
+    if kind == "truncated":  # A truncated PNG: its header reads, its pixels do not.
+        whole = (root / "one" / "00.png").read_bytes()
+        (root / "one" / "00.png").write_bytes(whole[: len(whole) // 2])
+        return str(root), f"Cannot read the image '{root / 'one' / '00.png'}'"
+    image_format = kind.split()[-1]  # "truncated png", ..., "damaged png"
+    path = root / "one" / f"x.{image_format}"
+    path.write_bytes(damaged_image(kind))
+    return str(root), f"Cannot read the image '{path}'"
+
+
+def damaged_image(kind):
+    """The bytes of a 12 x 10 colour image, damaged: "truncated FORMAT" keeps half of the
+    file (its header reads, its pixels do not); "damaged png" breaks the check sum of the
+    pixel data, which PIL does not check and TensorFlow's decoder does."""
+    damage, image_format = kind.split()
+    pixels = np.random.default_rng(0).integers(0, 256, (12, 10, 3), np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG" if image_format == "jpg" else image_format)
+    whole = bytearray(buffer.getvalue())
+    if damage == "truncated":
+        return bytes(whole[: len(whole) // 2])
+    start = whole.index(b"IDAT")
+    length = int.from_bytes(whole[start - 4 : start], "big")
+    whole[start + 4 + length] ^= 0xFF  # The first byte of the IDAT chunk's CRC.
+    return bytes(whole)
 
 
 BAD_KINDS = ["missing", "a file", "empty", "one class", "a class without images",
-             "not an image", "truncated"]  # fmt: skip
+             "not an image", "truncated", "truncated jpg", "truncated bmp",
+             "truncated gif", "damaged png", "one image per class",
+             "empty test folder"]  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)
@@ -160,7 +273,10 @@ def test_a_bad_folder_raises_naming_it(kind, tmp_path):
         # Truncated pixels are found when the folder is read into TFDS's format.
         data.dataset_info(root, data_dir=str(tmp_path / "tfds"), download=True)
     assert str(error.value).startswith(message), str(error.value)
-    assert not (tmp_path / "tfds" / "sasa_image_folder").exists() or kind == "truncated"
+    damaged_pixels = kind.startswith(("truncated", "damaged"))
+    assert not (tmp_path / "tfds" / "sasa_image_folder").exists() or damaged_pixels
+    # Damaged pixels are found before anything of the folder is written in TFDS's format.
+    assert not list((tmp_path / "tfds").glob("sasa_image_folder/*/*/*")), kind
 
 
 def test_training_on_a_folder_writes_results_and_resumes_like_a_tfds_data_set(
@@ -201,3 +317,27 @@ def test_a_bad_folder_is_one_line_on_stderr_and_exit_code_2(command, kind, tmp_p
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"error: {message}"), done.stderr
+
+
+@pytest.mark.slow
+def test_a_mixed_folder_trains_with_the_defaults_once_its_damaged_file_is_removed(tmp_path):
+    """Every mode and format, two sizes, the default 224-pixel crops and attention stem:
+    a damaged file is refused in one line before anything is trained; removed, it trains."""
+    root, _ = write_mode_folder(tmp_path / "mixed", list(MODES), [(40, 70), (90, 33)])
+    damaged = tmp_path / "mixed" / "png_rgb" / "damaged.png"
+    damaged.write_bytes(damaged_image("damaged png"))
+    args = ["train", "--dataset", root, "--data-dir", str(tmp_path / "tfds"),
+            "--output-dir", str(tmp_path / "out"), "--epochs", "1", "--batch-size", "4",
+            "--base-width", "8", "--num-heads", "2", "--kernel-size", "3"]  # fmt: skip
+    done = run_command(args)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"error: Cannot read the image '{damaged}'"), done.stderr
+    assert not (tmp_path / "out").exists()
+    damaged.unlink()
+    done = run_command(args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(tmp_path / "out" / "results.json") as stream:
+        results = json.load(stream)
+    assert (results["config"]["image_size"], results["config"]["stem"]) == (224, "attention")
+    assert np.isfinite(results["test_loss"])

@@ -454,6 +454,17 @@ def test_summary_prints_the_paper_table(monkeypatch, capsys):
         (["--validation-split", "1.5"], "`validation_split`. Expected a value in [0.01, 0.99]"),
         (["--validation-split", "x"], "argument --validation-split: expected a number"),
         (["--validation-split", "0.2", "--train-split", "train[:50%]"], "is already a slice"),
+        (["--learning-rate", "-1"], "argument --learning-rate: expected a number > 0, got -1"),
+        (["--learning-rate", "0"], "argument --learning-rate: expected a number > 0, got 0"),
+        (["--learning-rate", "inf"], "--learning-rate: expected a finite number > 0, got inf"),
+        (["--learning-rate", "nan"], "--learning-rate: expected a finite number > 0, got nan"),
+        (["--momentum", "1"], "argument --momentum: expected a number in [0, 1), got 1"),
+        (["--weight-decay", "-1e-4"], "--weight-decay: expected a number >= 0, got -1e-4"),
+        (["--stage-strides", "-1,1,1,1"], "Received: stage_strides=(-1, 1, 1, 1)"),
+        (["--epochs", "99999999999999999999"], "--epochs: expected an integer in [1, 1000] (the"),
+        (["--image-size", "100000"], "expected an integer in [1, 4096] (larger images do not"),
+        (["--batch-size", "1e9"], "argument --batch-size: expected an integer, got '1e9'"),
+        (["--seed", "-1"], "argument --seed: expected an integer in [0, 4294967295], got -1"),
     ],
     ids=[
         "dataset",
@@ -470,6 +481,17 @@ def test_summary_prints_the_paper_table(monkeypatch, capsys):
         "split-range",
         "split-word",
         "split-of-slice",
+        "negative-learning-rate",
+        "zero-learning-rate",
+        "infinite-learning-rate",
+        "nan-learning-rate",
+        "momentum-one",
+        "negative-weight-decay",
+        "negative-stride",
+        "epochs-beyond-bound",
+        "image-size-beyond-bound",
+        "batch-size-word",
+        "negative-seed",
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(
@@ -486,6 +508,23 @@ def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(
     assert "Traceback" not in err
     assert message in err
     assert not os.path.exists(tmp_path / "out" / "config.json")
+
+
+def test_running_out_of_memory_is_one_line_naming_the_flags_to_lower(monkeypatch, tmp_path, capsys):
+    import tensorflow as tf
+
+    def out_of_memory(*args, **kwargs):
+        message = "OOM when allocating tensor with shape[64,3,4096,4096]\n\t [[{{node x}}]]"
+        raise tf.errors.ResourceExhaustedError(None, None, message)
+
+    monkeypatch.setattr(training, "train", out_of_memory)
+    assert cli.main(["train", "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: Out of memory (OOM when allocating tensor with shape[64,3,4096,4096]): train "
+        "with a smaller --batch-size or --image-size, in another --output-dir or after "
+        f"deleting {tmp_path / 'out'}.\n"
+    )
 
 
 def test_an_output_dir_that_cannot_be_written_is_one_line_on_stderr(digits_dir, tmp_path, capsys):
@@ -511,6 +550,22 @@ def test_compare_baseline_prints_both_models_from_the_command_line(compared_run,
 
 
 # Mixed precision.
+
+
+def test_an_epoch_whose_loss_is_not_finite_raises_before_later_callbacks_record_it(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(1e30), loss="mse")
+    x, y = np.ones((8, 2), "float32"), np.full((8, 1), 1e20, "float32")
+    history_path = str(tmp_path / "history.csv")
+    checkpoint = run_callbacks.AtomicWeightsCheckpoint(str(tmp_path / "w.weights.h5"))
+    callbacks = [run_callbacks.StopOnNonFiniteLoss(), checkpoint]
+    callbacks.append(run_callbacks.EpochCSVLogger(history_path))
+    with pytest.raises(run_callbacks.NonFiniteLoss) as error:
+        model.fit(x, y, epochs=5, batch_size=4, callbacks=callbacks, verbose=0)
+    (epoch, name), value = (error.value.epoch, error.value.name), error.value.value
+    assert name == "loss" and not np.isfinite(value)
+    assert checkpoint.last_saved_epoch == (epoch - 1 if epoch else None)
+    assert history_epochs(history_path) == list(range(epoch))
 
 
 def test_ema_is_seen_through_the_loss_scale_optimizer_of_mixed_float16():

@@ -243,13 +243,22 @@ def test_bad_search_arguments_raise_before_anything_is_written(arguments, error,
         (["--stems", "conv"], "the 'conv' stem and the four groups downsample by 16"),
         (["--stage-strides", "1,x,2,2"], "Invalid value for --stage-strides: expected integers"),
         (["--stage-strides", "1,2,2,2;1,2"], "Received: stage_strides=((1, 2, 2, 2), (1, 2))"),
+        (["--stage-strides", "-1,1,1,1"], "Received: stage_strides=((-1, 1, 1, 1),)"),
+        (["--learning-rate", "inf"], "Expected finite numbers. Received: learning_rate=inf"),
+        (["--learning-rate", "-1"], "Expected values > 0. Received: learning_rate=-1.0"),
+        (["--epochs", "99999999999999999999"], "--epochs: expected an integer in [1, 1000] (the"),
+        (["--image-size", "100000"], "expected an integer in [1, 4096] (larger images do not"),
+        (["--base-widths", "8,5000"], "Expected a value in [1, 1024] (wider models do not fit"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(
     args, message, digits_dir, tmp_path, capsys
 ):
     argv = ["tune", "--data-dir", digits_dir, "--output-dir", str(tmp_path / "out"), *args]
-    code = cli.main(argv)
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit:  # argparse's errors
+        code = exit.code
     err = capsys.readouterr().err
     assert code != 0
     assert err.count("\n") == 1 and err.endswith("\n"), err

@@ -6,6 +6,8 @@ Nothing here imports Keras: flags are read, and mistakes reported, before it sta
 
 import argparse
 import dataclasses
+import re
+import sys
 import typing
 
 from keras_sasa import _validation as validation
@@ -21,32 +23,62 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args(_values_after_their_flags(args), namespace)
+
+
+# A value that argparse takes for a flag: "-1,1,1,1", "-1e-3", "-inf" (it reads only
+# "-1" and "-0.5" as negative numbers).
+_NEGATIVE_VALUE = re.compile(r"-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+
+def _values_after_their_flags(args):
+    """["--stage-strides", "-1,1,1,1"] -> ["--stage-strides=-1,1,1,1"]: a value that
+    starts like a negative number, after a long flag, is that flag's, so that its type
+    reads it and says what is wrong with it (argparse would say "expected one argument")."""
+    joined = []
+    for arg in args:
+        previous = joined[-1] if joined else ""
+        if (
+            _NEGATIVE_VALUE.match(arg)
+            and previous.startswith("--")
+            and "=" not in previous
+            and previous != "--"
+        ):
+            joined[-1] = f"{previous}={arg}"
+        else:
+            joined.append(arg)
+    return joined
+
 
 def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    return bounded(int, low=1)(text)
 
 
-def non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
+def bounded(read, low=None, high=None, low_open=False, high_open=True, why=None):
+    """An argparse type: the text read by `read` (int or float), held to the bounds
+    `validation.number` holds a field to (finite, [low, high) ...), naming the bound a
+    value breaks: "expected a positive integer, got 0", "expected a finite number > 0,
+    got inf", "expected a number <= 1000 (why), got 5000"."""
+    noun = "an integer" if read is int else "a number"
 
+    def parse(text):
+        try:
+            value = read(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        problem = validation.out_of_bounds(value, low, high, low_open, high_open, why)
+        if problem:
+            if read is int and low == 1 and value < 1:
+                problem = "a positive integer"
+            else:  # "a value > 0" -> "a number > 0", "an integer in [1, 1000]"
+                problem = problem.replace("a finite value", "a finite number")
+                problem = problem.replace("a value", noun)
+            raise argparse.ArgumentTypeError(f"expected {problem}, got {text}")
+        return value
 
-def positive_float(text):
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
+    return parse
 
 
 def int_list(text):
@@ -56,6 +88,15 @@ def int_list(text):
         raise argparse.ArgumentTypeError(
             f"expected integers separated by commas, got {text!r}"
         ) from None
+
+
+def stage_strides(text):
+    """ "1,2,2,2" -> (1, 2, 2, 2): the groups' strides, checked as `TrainConfig` does."""
+    strides = int_list(text)
+    try:
+        return validation.stage_strides(strides)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def attention_stages(text):
@@ -99,6 +140,27 @@ def add_config_flags(groups, config_class, names=None, help=None):
         )
 
 
+def config_type(config_class, name):
+    """The argparse type of the flag of field `name` of `config_class`, for a command
+    whose flag of the same name is not built by `add_config_flags` (`tune --epochs`)."""
+    field = {field.name: field for field in dataclasses.fields(config_class)}[name]
+    return _value_options(field)["type"]
+
+
+def check_space_bounds(values, config_class):
+    """Holds the whole numbers of `space_values` (kernel sizes, heads, widths) to the
+    bounds of the `config_class` fields of the same names, as `train` holds its flags:
+    ValueError naming the field, the bound and the value."""
+    fields = {field.name: field for field in dataclasses.fields(config_class)}
+    for name, items in values.items():
+        bounds = fields[name].metadata.get("bounds") if name in fields else None
+        if bounds is None:
+            continue
+        for item in items if isinstance(items, tuple) else (items,):
+            if validation.is_int(item):
+                validation.number(name, item, **bounds)
+
+
 def config_values(args, config_class, names=None):
     """The fields of `config_class` (those in `names`, if given) given on the command
     line, as keyword arguments."""
@@ -114,13 +176,11 @@ def _value_options(field):
             return {"action": "store_true"}
         return {"action": argparse.BooleanOptionalAction}
     if field.name == "stage_strides":
-        return {"type": int_list}
+        return {"type": stage_strides}
     if typing.get_origin(_without_none(kind)) is tuple:  # attention_stages
         return {"type": attention_stages}
-    if bounds is not None and int in (kind, *typing.get_args(kind)):
-        return {"type": positive_int}
     if bounds is not None:
-        return {"type": positive_float if bounds["low_open"] else non_negative_float}
+        return {"type": bounded(int if int in (kind, *typing.get_args(kind)) else float, **bounds)}
     if field.metadata["none_word"]:
         return {"type": _or_none(_without_none(kind), field.metadata["none_word"])}
     return {"type": int} if kind is int else {}

@@ -1,6 +1,7 @@
 """The `train` and `tune` commands: their flags come from the fields of `TrainConfig` and
 `SearchSpace` (help, choices and bounds next to each field)."""
 
+import functools
 import os
 
 from keras_sasa.cli import flags
@@ -71,6 +72,28 @@ def _check_tpu(args):
         )
 
 
+def _out_of_memory_in_one_line(command):
+    """`command(args)`, with running out of memory said in one line (TensorFlow's error is
+    dozens of lines): which flags to lower, and where to train with them."""
+
+    @functools.wraps(command)
+    def run(args):
+        import tensorflow as tf
+
+        try:
+            return command(args)
+        except (tf.errors.ResourceExhaustedError, MemoryError) as error:
+            lines = str(getattr(error, "message", error) or type(error).__name__).splitlines()
+            where = getattr(args, "output_dir", None) or "the output directory"
+            raise flags.UsageError(
+                f"Out of memory ({lines[0][:200].strip()}): train with a smaller --batch-size "
+                f"or --image-size, in another --output-dir or after deleting {where}."
+            ) from None
+
+    return run
+
+
+@_out_of_memory_in_one_line
 def _train(args):
     from keras_sasa import training
 
@@ -111,7 +134,7 @@ def add_tune_parser(commands):
     )
     search.add_argument(
         "--epochs",
-        type=int,
+        type=flags.config_type(train_config.TrainConfig, "epochs"),
         help="epochs per trial, Hyperband's maximum (default: the train command's)",
     )
     search.add_argument(
@@ -143,8 +166,10 @@ def add_tune_parser(commands):
 def _check_tune(args):
     _check_tpu(args)
     args.search_space = flags.space_values(args, search_space.SearchSpace)
+    flags.check_space_bounds(args.search_space, train_config.TrainConfig)
 
 
+@_out_of_memory_in_one_line
 def _tune(args):
     from keras_sasa import training
     from keras_sasa import tuning

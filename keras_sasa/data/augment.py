@@ -51,6 +51,9 @@ def random_resized_crop(image, seed, size):
         use_image_if_no_bounding_boxes=True,
     )
     crop = tf.slice(image, begin, crop_size)
+    # A slice by a computed size knows none of its dimensions: keep the channel count,
+    # which the model's first layer needs (images of several sizes have only that one).
+    crop.set_shape([None, None, image.shape[-1]])
     return tf.image.resize(crop, (size, size), antialias=True)
 
 

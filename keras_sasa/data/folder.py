@@ -9,7 +9,8 @@ or, with its own splits, that of tfds's `ImageFolder`:
     flowers/train/daisy/001.jpg, ..., flowers/test/daisy/..., (or validation/ for test/)
 
 A folder without split subfolders gets a held-out "test" split: a fixed, seeded 20% of
-each class (`TEST_FRACTION`, `SPLIT_SEED`), so the split is the same in every run.
+each class (`TEST_FRACTION`, `SPLIT_SEED`), so the split is the same in every run. A folder
+with one image per class has none to hold out, and is refused.
 
 The folder is read once into TFDS's format (`SasaImageFolder`, in the TFDS data directory
 under `sasa_image_folder/<folder name>_<digest>`; the digest covers the folder's path and
@@ -18,9 +19,11 @@ that it is an ordinary TFDS data set: `load_dataset`, slices ("train[:80%]"), th
 and tune commands, resuming, all work as for "cifar10".
 
 Images: PNG, JPEG, BMP and GIF (the first frame), as in Keras. They are grey-scale
-(1 channel) when every image is, RGB otherwise (alpha dropped). Of one size, that is the
-data set's image shape; of several, the shape is (None, None, channels) and the
-pipelines crop and resize as for ImageNet.
+(1 channel) when every image is, RGB otherwise (alpha dropped, palettes expanded, 16-bit
+grey scaled to 8 bits). Of one size, that is the data set's image shape; of several, the
+shape is (None, None, channels) and the pipelines crop and resize as for ImageNet. Every
+image is decoded whole before the folder is read (`encoded_image`): a damaged file is
+refused then, named, rather than in the middle of training.
 """
 
 import contextlib
@@ -40,8 +43,8 @@ SPLIT_SEED = 0
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # Keras's ALLOWLIST_FORMATS.
 # Split subfolders (tfds ImageFolder's layout) and the split each one becomes.
 SPLIT_FOLDERS = {"train": "train", "test": "test", "validation": "validation", "val": "validation"}
-_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
-_FORMAT_VERSION = "1"  # Part of the digest: changing how folders are read reads them again.
+_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+_FORMAT_VERSION = "2"  # Part of the digest: changing how folders are read reads them again.
 _SHAPES = {}  # digest -> image shape, of the folders scanned in this process.
 
 
@@ -86,7 +89,8 @@ def scan(folder: str) -> FolderManifest:
 
     Raises:
         ImageFolderError: the folder is missing or not a folder, holds fewer than two
-            class subfolders, a class without images, or a file that is no image.
+            class subfolders, a class without images, a file that is no image, or no
+            test images (one image per class; an empty split subfolder).
     """
     path = os.path.abspath(os.path.expanduser(folder))
     if not os.path.exists(path):
@@ -109,11 +113,22 @@ def scan(folder: str) -> FolderManifest:
                     f"{', '.join(extra)}."
                 )
             files[SPLIT_FOLDERS[sub]] = _class_images(split_path, _subfolders(split_path), labels)
+            if not files[SPLIT_FOLDERS[sub]]:
+                raise ImageFolderError(
+                    f"The split folder {split_path!r} has no class subfolders of images."
+                )
     else:
         class_names = tuple(subfolders)
         _check_classes(path, class_names)
         labels = {c: i for i, c in enumerate(class_names)}
         files = held_out_split(_class_images(path, class_names, labels))
+        if not files["test"]:
+            raise ImageFolderError(
+                f"The image folder {folder!r} has one image per class, too few to hold out "
+                f"test images ({TEST_FRACTION:.0%} of each class of two or more): put two or "
+                "more images in a class, or the images to test on in a test/ subfolder "
+                "beside a train/ subfolder."
+            )
     stats = [(f, os.stat(f)) for split in files.values() for f, _ in split]
     digest = hashlib.sha256(
         repr(
@@ -221,21 +236,38 @@ def _image_shape(files):
 
 
 def encoded_image(file, channels):
-    """The bytes TFDS stores for `file`: PNG and JPEG as they are (TFDS decodes them to
-    `channels`), other formats as PNG. The whole image is decoded once, so that a
-    damaged file is found now, named, and not in the middle of training."""
+    """The bytes TFDS stores for `file`: PNG, and grey or RGB JPEG, as they are (TFDS
+    decodes them to `channels`), other images as PNG. The whole image is decoded now, by
+    PIL and by TensorFlow's decoder that reads it in training (it is stricter: it refuses
+    a PNG whose check sums fail), so that a damaged file is found now, named, and not in
+    the middle of training."""
     with _open(file) as image:
         try:
             image.load()
         except (OSError, ValueError, SyntaxError) as error:
             raise ImageFolderError(f"Cannot read the image {file!r}: {error}") from None
-        if image.format in ("PNG", "JPEG") and image.mode in ("L", "RGB", "RGBA", "LA", "P"):
+        if image.format == "PNG" or (image.format == "JPEG" and image.mode in ("L", "RGB")):
             with open(file, "rb") as stream:
-                return stream.read()
+                encoded = stream.read()
+            _check_tensorflow_decodes(file, encoded, channels)
+            return encoded
         converted = image.convert("L" if channels == 1 else "RGB")
     buffer = io.BytesIO()
     converted.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _check_tensorflow_decodes(file, encoded, channels):
+    import tensorflow as tf
+
+    try:
+        tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+    except tf.errors.InvalidArgumentError as error:
+        # "{{function_node ...}} Invalid PNG data, size 3519 [Op:DecodeImage] name: "
+        reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", error.message, flags=re.S).strip()
+        raise ImageFolderError(
+            f"Cannot read the image {file!r}: TensorFlow's decoder refuses it ({reason})."
+        ) from None
 
 
 class _DropCustomConfigWarning(logging.Filter):

@@ -18,6 +18,7 @@ Keras' `BackupAndRestore` and `CSVLogger(append=True)` almost do it; what they m
 
 import functools
 import json
+import math
 import os
 import shutil
 import time
@@ -399,3 +400,34 @@ class EpochStats(keras.callbacks.Callback):
         )
         logs["epoch_seconds"] = seconds
         logs["images_per_second"] = self.images_per_epoch / seconds
+
+
+class NonFiniteLoss(ValueError):
+    """The loss of an epoch is NaN or infinite (`StopOnNonFiniteLoss`).
+
+    Attributes:
+        epoch: the epoch, counted from 0.
+        name: "loss" (training) or "val_loss".
+        value: the loss, NaN or infinite.
+    """
+
+    def __init__(self, epoch, name, value):
+        super().__init__(f"The {name} of epoch {epoch} is {value}.")
+        self.epoch, self.name, self.value = epoch, name, value
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises `NonFiniteLoss` at the end of an epoch whose training or validation loss is
+    NaN or infinite. Put it first: the callbacks after it (the history row, the
+    checkpoint, the backup) then never record that epoch, and the run's files stay those
+    of the last finite epoch.
+
+    Unlike `keras.callbacks.TerminateOnNaN`, it looks at the epoch's mean loss, which any
+    non-finite step makes non-finite, so that no step waits for its loss on the host.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name in ("loss", "val_loss"):
+            value = (logs or {}).get(name)
+            if value is not None and not math.isfinite(float(value)):
+                raise NonFiniteLoss(epoch, name, float(value))

@@ -77,6 +77,22 @@ _RUN_ONLY_FIELDS = (
 # The bounds of momenta and shares: [0, 1).
 _FRACTION = {"low": 0, "high": 1}
 
+# The largest counts and sizes a run takes; larger ones are refused, saying why.
+# Every epoch's pipeline is built when a run starts (`data.load_dataset(initial_epoch=...)`,
+# so that a resumed run reads what an uninterrupted one did), in a time that grows faster
+# than the number of epochs: minutes for 1,000. The paper trains for 130.
+MAX_EPOCHS = 1000
+# Layer outputs grow with the square of the side: at 4,096 pixels one image's are
+# (4096 / 224)**2 = 334 times those of an ImageNet image, tens of gigabytes per image.
+MAX_IMAGE_SIZE = 4096
+# Weights grow with the square of the width: at 1,024, 256 times the paper's width 64,
+# SASA-ResNet-26 has over 2 billion parameters.
+MAX_BASE_WIDTH = 1024
+# ImageNet has been trained with batches of up to 65,536 images.
+MAX_BATCH_SIZE = 65536
+# Seeds go to NumPy (`keras.utils.set_random_seed`), which takes 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
 
 def _defaults(name, paper=False):
     """ "default: 8; 2 for small images": a field's help, from the defaults above."""
@@ -85,13 +101,26 @@ def _defaults(name, paper=False):
     return text if large == small else f"{text}; {small} for small images"
 
 
-def _field(default, group=None, help=None, low=None, high=None, low_open=False, **flag):
+def _field(
+    default,
+    group=None,
+    help=None,
+    low=None,
+    high=None,
+    low_open=False,
+    high_open=True,
+    why=None,
+    **flag,
+):
     """A `TrainConfig` field: its default, the bounds `check` holds a number to
-    ([low, high), or (low, high) with `low_open`), and its command line flag: a field
-    with a `group` is a flag of `train` in that group of the help, with this `help`, the
-    word that stands for None (`none_word`), and any other `flag` arguments of
-    `ArgumentParser.add_argument` (choices, metavar)."""
-    bounds = {"low": low, "high": high, "low_open": low_open} if low is not None else None
+    ([low, high), or (low, high) with `low_open`, [low, high] without `high_open`; `why`
+    a larger value is refused), and its command line flag: a field with a `group` is a
+    flag of `train` in that group of the help, with this `help`, the word that stands for
+    None (`none_word`), and any other `flag` arguments of `ArgumentParser.add_argument`
+    (choices, metavar)."""
+    bounds = None
+    if low is not None:
+        bounds = dict(low=low, high=high, low_open=low_open, high_open=high_open, why=why)
     none_word = flag.pop("none_word", None)
     metadata = {"group": group, "help": help, "bounds": bounds, "none_word": none_word}
     return dataclasses.field(default=default, metadata={**metadata, "flag": flag})
@@ -194,7 +223,13 @@ class TrainConfig:
         None, "model", f"attention heads ({_defaults('num_heads')})", low=1
     )
     base_width: Optional[int] = _field(
-        None, "model", f"width of the stem and group 1 ({_defaults('base_width')})", low=1
+        None,
+        "model",
+        f"width of the stem and group 1 ({_defaults('base_width')})",
+        low=1,
+        high=MAX_BASE_WIDTH,
+        high_open=False,
+        why="wider models do not fit in memory",
     )
     use_relative_position: bool = True
     image_size: Optional[int] = _field(
@@ -202,10 +237,27 @@ class TrainConfig:
         "data",
         "side of the model input (default: native for images <= 64 pixels, else 224)",
         low=1,
+        high=MAX_IMAGE_SIZE,
+        high_open=False,
+        why="larger images do not fit in memory",
     )
-    epochs: Optional[int] = _field(None, "recipe", _defaults("epochs", paper=True), low=1)
+    epochs: Optional[int] = _field(
+        None,
+        "recipe",
+        _defaults("epochs", paper=True),
+        low=1,
+        high=MAX_EPOCHS,
+        high_open=False,
+        why="the run builds every epoch's data pipeline when it starts",
+    )
     batch_size: Optional[int] = _field(
-        None, "recipe", f"global batch size ({_defaults('batch_size')})", low=1
+        None,
+        "recipe",
+        f"global batch size ({_defaults('batch_size')})",
+        low=1,
+        high=MAX_BATCH_SIZE,
+        high_open=False,
+        why="the largest batches ImageNet has been trained with",
     )
     learning_rate: Optional[float] = _field(
         None,
@@ -249,7 +301,9 @@ class TrainConfig:
         "run",
         "results, history, logs, checkpoints, model (default: runs/<dataset>_<model>)",
     )
-    seed: int = _field(0, "recipe", "default: 0")
+    seed: int = _field(
+        0, "recipe", "default: 0", low=0, high=MAX_SEED, high_open=False, why="NumPy's limit"
+    )
     mixed_precision: str = _field("none", "run", choices=MIXED_PRECISION)
     jit_compile: Union[bool, str] = _field(
         "auto", "run", "XLA (default: Keras' choice: on for GPUs, off on CPUs)"
@@ -314,9 +368,8 @@ def check(config):
         if bounds is None or value is None or value == "auto":
             continue
         if field.type in (Optional[int], int, Union[int, str]):
-            validation.positive_int(field.name, value, type_error=ValueError)
-        else:
-            validation.number(field.name, value, **bounds)
+            validation.integer(field.name, value, type_error=ValueError)
+        validation.number(field.name, value, **bounds)
     if config.kernel_size is not None:
         validation.odd_kernel_size("kernel_size", config.kernel_size, type_error=ValueError)
     validation.boolean("use_relative_position", config.use_relative_position)

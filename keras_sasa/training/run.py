@@ -19,6 +19,9 @@ A run directory (`output_dir`; the baseline's is `output_dir/baseline`) holds::
     model.keras       the final model (EMA weights when `ema`), saved after training
     results.json      written last: params, FLOPs, test accuracy and loss, images/s, the
                       training steps that loss scaling skipped, model.keras's SHA-256
+    diverged/         the files above of a run whose loss became NaN or infinite: the
+                      run stopped at the end of that epoch, said so, and wrote no results;
+                      the next run in the directory starts over
 
 Every file is replaced whole (written to `.partial-<pid>-<name>`, then renamed): a kill
 leaves the previous file or the new one, and the next start of the run removes the
@@ -47,6 +50,7 @@ The one inconsistent state a kill can leave, backup weights one epoch ahead of t
 metadata (killed between the two renames), is repaired, and said so.
 """
 
+import math
 import os
 import shutil
 import sys
@@ -87,6 +91,8 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "latest.weights.h5"
 BACKUP_DIR = "backup"
 BASELINE_DIR = "baseline"
+# Where the files of a run whose loss became NaN or infinite go (see `train_run`).
+DIVERGED_DIR = "diverged"
 
 
 def train(config, strategy=None, log=print):
@@ -321,7 +327,19 @@ def train_run(config, info, strategy, run_dir, log=print):
 
     Returns:
         The run's results (the content of its `results.json`).
+
+    Raises:
+        ValueError: among others, the loss became NaN or infinite. The message names the
+            epoch and the learning rate; the run's files are moved to `run_dir/diverged`,
+            so that the next run in `run_dir`, with a smaller learning rate, starts over.
     """
+    try:
+        return _train_run(config, info, strategy, run_dir, log)
+    except run_callbacks.NonFiniteLoss as error:
+        raise _set_aside_diverged_run(error, config, run_dir, strategy) from None
+
+
+def _train_run(config, info, strategy, run_dir, log):
     run_files.remove_leftovers(run_dir)
     finished = _finished_results(config, run_dir)
     if finished is not None:
@@ -402,6 +420,8 @@ def train_run(config, info, strategy, run_dir, log=print):
         # fit has put the EMA weights in the model (optimizer.finalize_variable_values).
         recipe.separate_variable_buffers(model.optimizer)
         test = model.evaluate(test_data, return_dict=True, verbose=0)
+        if not math.isfinite(test["loss"]):  # The last epoch's weights, after its last step.
+            raise run_callbacks.NonFiniteLoss(config.epochs - 1, "test_loss", test["loss"])
         train = model.evaluate(
             make_training_evaluation_dataset(config, info), return_dict=True, verbose=0
         )
@@ -427,6 +447,7 @@ def _fit_callbacks(model, config, steps_per_epoch, out_dir, backup_dir):
         os.path.join(out_dir, CHECKPOINT_DIR, CHECKPOINT_FILE)
     )
     return [
+        run_callbacks.StopOnNonFiniteLoss(),  # First: no other callback keeps such an epoch.
         run_callbacks.EpochStats(steps_per_epoch * config.batch_size),
         *recipe.ema_callbacks(model.optimizer),
         keras.callbacks.TensorBoard(os.path.join(out_dir, LOG_DIR), write_graph=False),
@@ -436,6 +457,27 @@ def _fit_callbacks(model, config, steps_per_epoch, out_dir, backup_dir):
             backup_dir, weights_from=checkpoint, delete_checkpoint=False
         ),
     ]
+
+
+def _set_aside_diverged_run(error, config, run_dir, strategy):
+    """Moves the files of a run whose loss became NaN or infinite to `run_dir/diverged`
+    (replacing an older one), and returns the ValueError that says so and what to do."""
+    diverged_dir = os.path.join(run_dir, DIVERGED_DIR)
+    if distribute.is_chief(strategy):
+        shutil.rmtree(diverged_dir, ignore_errors=True)
+        os.makedirs(diverged_dir)
+        for name in (CONFIG_FILE, HISTORY_FILE, LOG_DIR, CHECKPOINT_DIR, BACKUP_DIR):
+            if os.path.exists(os.path.join(run_dir, name)):
+                os.replace(os.path.join(run_dir, name), os.path.join(diverged_dir, name))
+    loss = {"loss": "training loss", "val_loss": "validation loss"}.get(error.name, "test loss")
+    default = recipe.scaled_learning_rate(config.batch_size)
+    return ValueError(
+        f"{run_dir}: the {loss} became {error.value} in epoch {error.epoch + 1} of "
+        f"{config.epochs}. The learning rate, {config.learning_rate:g}, is the most likely "
+        f"cause: train again with a smaller --learning-rate (the default for a batch of "
+        f"{config.batch_size} is {default:g}). The run's files were moved to "
+        f"{diverged_dir}; the next run in {run_dir} starts over."
+    )
 
 
 def fit_verbosity(verbose):
