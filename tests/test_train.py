@@ -444,7 +444,7 @@ def test_summary_prints_the_paper_table(monkeypatch, capsys):
         (["--model", "resnet26"], "`model`. Expected one of ('sasa_resnet26',"),
         (["--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
         (["--batch-size", "-8"], "argument --batch-size: expected a positive integer, got -8"),
-        (["--stem", "attention"], "the input is too small"),
+        (["--stem", "attention"], "downsample the images by 16. Received: image_size=8"),
         (["--attention-stages", "1,5"], "1..4. Received: attention_stages=(1, 5)"),
         (["--stage-strides", "1,2,2"], "4 positive integers, one per group. Received: "),
         (["--stage-strides", "1,x,2,2"], "argument --stage-strides: expected integers"),
