@@ -181,9 +181,7 @@ def main(argv=None):
         seed_dir = resolved.output_dir
         baseline_dir = os.path.join(seed_dir, "baseline")
         tuned_dir = os.path.join(seed_dir, "converted")
-        tuned = fine_tune(
-            resolved, info, os.path.join(baseline_dir, "model.keras"), tuned_dir
-        )
+        tuned = fine_tune(resolved, info, os.path.join(baseline_dir, "model.keras"), tuned_dir)
         for label, results, run_dir in (
             ("conv baseline", run_results["baseline"], baseline_dir),
             ("SASA from scratch", run_results, seed_dir),
@@ -203,7 +201,9 @@ def main(argv=None):
     epochs = scratch["runs"][0]["config"]["epochs"]
     summary = {label: summarize(rows) for label, rows in table.items()}
     with open(os.path.join(args.results_dir, f"{name}.json"), "w") as f:
-        json.dump({"seeds": seeds, "epochs": epochs, "runs": table, "summary": summary}, f, indent=1)
+        json.dump(
+            {"seeds": seeds, "epochs": epochs, "runs": table, "summary": summary}, f, indent=1
+        )
     text = markdown(table, name, seeds, epochs)
     with open(os.path.join(args.results_dir, f"{name}.md"), "w") as f:
         f.write(text)

@@ -9,7 +9,6 @@ import keras
 import numpy as np
 import pytest
 
-import keras_sasa
 from keras_sasa import LocalSelfAttention2D
 from keras_sasa import export
 from keras_sasa.models import count_flops
@@ -147,7 +146,9 @@ def test_nested_models_are_converted():
     x = inner(x)
     block_in = keras.Input((12, 12, 8))
     block = keras.Model(
-        block_in, keras.layers.Conv2D(8, 5, padding="same", name="block_conv")(block_in), name="block"
+        block_in,
+        keras.layers.Conv2D(8, 5, padding="same", name="block_conv")(block_in),
+        name="block",
     )
     x = keras.layers.Add(name="add")([x, block(x)])
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="pool")(x), name="nested")
@@ -178,7 +179,9 @@ def test_a_shared_layer_stays_shared():
 
 
 def test_heads_that_do_not_divide_a_layers_filters_are_refused_naming_the_layer():
-    with pytest.raises(ValueError, match=r"layer 'down': num_heads=3 does not divide its filters=16"):
+    with pytest.raises(
+        ValueError, match=r"layer 'down': num_heads=3 does not divide its filters=16"
+    ):
         to_attention(small_cnn(), num_heads=3)
 
 
@@ -360,7 +363,11 @@ def test_every_kept_layer_of_a_keras_applications_resnet_keeps_its_output_shape(
         assert dropped == {name.replace("_conv", "_pad") for name in replaced}
         assert "conv1_pad" in pairs
         strided = [n for n in replaced if sasa.get_layer(n).strides == 2]
-        assert sorted(strided) == ["conv2_block3_2_conv", "conv3_block4_2_conv", "conv4_block6_2_conv"]
+        assert sorted(strided) == [
+            "conv2_block3_2_conv",
+            "conv3_block4_2_conv",
+            "conv4_block6_2_conv",
+        ]
 
 
 # --- The command ----------------------------------------------------------------------------
@@ -392,7 +399,15 @@ def test_convert_command_prints_the_replaced_layers_and_writes_the_model(tmp_pat
     lines = done.stdout.splitlines()
     sasa = to_attention(cnn, kernel_size=3, num_heads=4)
     down, dilated = sasa.get_layer("down"), sasa.get_layer("dilated")
-    assert lines[0].split() == ["layer", "filters", "strides", "params", "before", "params", "after"]
+    assert lines[0].split() == [
+        "layer",
+        "filters",
+        "strides",
+        "params",
+        "before",
+        "params",
+        "after",
+    ]
     assert lines[1].split() == ["down", "16", "2", "1,168", f"{down.count_params():,}"]
     assert lines[2].split() == ["dilated", "16", "1", "2,320", f"{dilated.count_params():,}"]
     assert (

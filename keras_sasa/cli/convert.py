@@ -45,7 +45,7 @@ def add_convert_parser(commands):
 
 def _check(args):
     if args.kernel_size % 2 == 0:
-        raise UsageError(f"--kernel-size must be odd (the window is centred), got {args.kernel_size}")
+        raise UsageError(f"--kernel-size must be odd (a centred window), got {args.kernel_size}")
     tools._check_model_file(args.model)
     if not args.output.endswith(".keras"):
         raise UsageError(f"OUT.keras must end in .keras, got {args.output}")
@@ -87,7 +87,13 @@ def format_table(model, converted):
     else:
         header = ("layer", "filters", "strides", "params before", "params after")
         table = [header] + [
-            (name, str(filters), str(strides), f"{before.count_params():,}", f"{after.count_params():,}")
+            (
+                name,
+                str(filters),
+                str(strides),
+                f"{before.count_params():,}",
+                f"{after.count_params():,}",
+            )
             for name, filters, strides, before, after in rows
         ]
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -104,4 +110,3 @@ def format_table(model, converted):
         f"{converted.count_params():,}."
     )
     return "\n".join(lines)
-

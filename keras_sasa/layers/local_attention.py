@@ -145,7 +145,7 @@ class LocalSelfAttention2D(keras.layers.Layer):
                 "kernel_size",
                 kernel_size,
                 f"Expected a window of at most {MAX_KERNEL_SIZE}, which already spans a "
-                f"{MAX_KERNEL_SIZE // 2 + 1} x {MAX_KERNEL_SIZE // 2 + 1} map from any of its pixels",
+                f"{MAX_KERNEL_SIZE // 2 + 1}-pixel map from any of its pixels",
             )
         self.num_heads = check.positive_int("num_heads", num_heads)
         check.heads_divide_filters(self.num_heads, self.filters)

@@ -284,13 +284,13 @@ def _fused_paddings(model, chosen):
         if not isinstance(pad, keras.layers.ZeroPadding2D) or pad.data_format != "channels_last":
             continue
         try:
-            conv, = readers.get(id(pad.output), [])
+            (conv,) = readers.get(id(pad.output), [])
         except ValueError:  # Read by several layers, or none.
             continue
         if id(conv) not in chosen or conv.padding != "valid":
             continue
         (top, bottom), (left, right) = pad.padding
-        reach = [d * (k - 1) for d, k in zip(conv.dilation_rate, conv.kernel_size)]
+        reach = [d * (k - 1) for d, k in zip(conv.dilation_rate, conv.kernel_size, strict=True)]
         if [top + bottom, left + right] == reach:
             paddings.add(id(pad))
             convs.add(id(conv))
