@@ -137,14 +137,15 @@ def markdown(table, name, seeds, epochs):
         f"({epochs} epochs each; 2-core CPU, TF 2.21, Keras 3.15, 2026-12-06). Epochs to 95%: "
         "the first epoch whose test-split accuracy in history.csv reaches 95% (EMA weights).",
         "",
-        "| model | seed | test accuracy | test loss | epochs to 95% |",
-        "|---|---|---|---|---|",
+        "| model | seed | parameters | test accuracy | test loss | epochs to 95% |",
+        "|---|---|---|---|---|---|",
     ]
     for label, rows in table.items():
         for row in rows:
             lines.append(
-                f"| {label} | {row['seed']} | {100 * row['test_accuracy']:.2f}% | "
-                f"{row['test_loss']:.4f} | {row['epochs_to_95']} |"
+                f"| {label} | {row['seed']} | {row['params']:,} | "
+                f"{100 * row['test_accuracy']:.2f}% | {row['test_loss']:.4f} | "
+                f"{row['epochs_to_95'] or 'not reached'} |"
             )
     lines += ["", "| model | test accuracy | test loss | epochs to 95% |", "|---|---|---|---|"]
     for label, rows in table.items():
