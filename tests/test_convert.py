@@ -77,7 +77,7 @@ def test_spatial_convolutions_become_attention_and_the_rest_stays():
 def test_the_activation_of_a_replaced_conv_is_applied_after_the_attention():
     cnn = small_cnn()
     sasa = to_attention(cnn, kernel_size=3, num_heads=4)
-    probe = keras.Model(sasa.input, sasa.get_layer("down_activation").output)
+    probe = keras.Model(sasa.inputs[0], sasa.get_layer("down_activation").output)
     outputs = np.asarray(probe(images()))
     assert outputs.min() == 0.0 and outputs.max() > 0.0
 
@@ -272,6 +272,24 @@ def test_the_conversion_round_trips_through_a_keras_file_in_safe_mode(tmp_path):
     np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(sasa(x)))
 
 
+def functional_cnn():
+    x = inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(x)
+    x = keras.layers.ZeroPadding2D(1, name="down_pad")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, name="down")(x)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="pool")(x))
+
+
+@pytest.mark.parametrize("build", [small_cnn, functional_cnn], ids=["sequential", "functional"])
+def test_a_model_loaded_from_a_keras_file_converts_as_the_one_saved(build, tmp_path):
+    cnn = build()
+    cnn.save(tmp_path / "cnn.keras")
+    loaded = keras.saving.load_model(tmp_path / "cnn.keras")
+    expected = to_attention(cnn, kernel_size=3, num_heads=4)
+    assert layer_types(to_attention(loaded, kernel_size=3, num_heads=4)) == layer_types(expected)
+    assert "down_pad" not in layer_types(expected)
+
+
 def test_the_conversion_trains():
     sasa = to_attention(small_cnn(), kernel_size=3, num_heads=4)
     sasa.compile(
@@ -300,6 +318,34 @@ def test_the_conversion_exports_to_tflite_and_onnx(tmp_path):
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (source,) = session.get_inputs()
     np.testing.assert_allclose(session.run(None, {source.name: x})[0], expected, atol=1e-4)
+
+
+JAX_SCRIPT = """
+import keras, numpy as np
+from keras_sasa.models import to_attention
+from test_convert import images, small_cnn
+assert keras.backend.backend() == "jax"
+sasa = to_attention(small_cnn(), kernel_size=3, num_heads=4)
+loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+sasa.compile(keras.optimizers.SGD(0.1), loss)
+first = sasa.train_on_batch(images(), np.array([0, 3]))
+last = [sasa.train_on_batch(images(), np.array([0, 3])) for _ in range(3)][-1]
+sasa.save("sasa.keras")
+loaded = keras.saving.load_model("sasa.keras", safe_mode=True)
+print(first > last, float(np.abs(np.asarray(loaded(images())) - np.asarray(sasa(images()))).max()))
+"""
+
+
+@pytest.mark.slow
+def test_the_conversion_trains_and_round_trips_under_jax(tmp_path):
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, os.path.join(REPO_ROOT, "tests")]))
+    done = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "0.0"]
 
 
 # --- keras.applications and the paper -------------------------------------------------------
@@ -358,6 +404,7 @@ def test_every_kept_layer_of_a_keras_applications_resnet_keeps_its_output_shape(
     if which == "resnet50":
         assert dropped == set()
     else:
+        assert sasa.count_params() == 18_095_400
         # ResNet50V2's 3x3 convs are 'valid' after a ZeroPadding2D (strided ones too):
         # each is replaced with its padding; the stem's padding stays with the stem.
         assert dropped == {name.replace("_conv", "_pad") for name in replaced}

@@ -185,8 +185,14 @@ class _Converter:
         if isinstance(model, keras.Sequential):
             return self._sequential(model)
         # New inputs with the original names (clone_model would name them anew).
-        inputs = keras.tree.map_structure(
-            lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name), model.input
+        tensors = keras.tree.flatten(model.input)
+        names = keras.tree.flatten(_input_names(model))
+        inputs = keras.tree.pack_sequence_as(
+            model.input,
+            [
+                keras.Input(batch_shape=t.shape, dtype=t.dtype, name=name)
+                for t, name in zip(tensors, names, strict=True)
+            ],
         )
         return keras.models.clone_model(
             model, input_tensors=inputs, clone_function=self._clone, call_function=self._call
@@ -264,6 +270,17 @@ class _Converter:
         return attention
 
 
+def _input_names(model):
+    """The names of a functional model's input layers, in the structure of `model.input`
+    (its config lists them as [name, node, tensor] entries)."""
+    entries = model.get_config()["input_layers"]
+    if isinstance(entries, dict):
+        return {key: entry[0] for key, entry in entries.items()}
+    if entries and isinstance(entries[0], str):
+        return entries[0]
+    return [entry[0] for entry in entries]
+
+
 def _layer_input(layer):
     try:
         return layer.input
@@ -271,21 +288,32 @@ def _layer_input(layer):
         return None
 
 
-def _fused_paddings(model, chosen):
-    """`(paddings, convs)`: the ids of the ZeroPadding2D layers of `model` (not of models
-    inside it) that make a chosen 'valid' convolution 'same' and feed nothing else, and
-    of those convolutions. Each such pair is replaced by one attention layer."""
+def _padded_convs(model):
+    """(ZeroPadding2D, the one layer that reads it) pairs of `model`'s own layers."""
+    if isinstance(model, keras.Sequential):
+        # Layer order is the graph; a loaded Sequential has called its layers more than
+        # once (one node per call), so their `input` tensors are not their neighbours'.
+        return list(zip(model.layers, model.layers[1:], strict=False))
     readers = {}
     for layer in model.layers:
         for tensor in keras.tree.flatten(_layer_input(layer)):
             readers.setdefault(id(tensor), []).append(layer)
-    paddings, convs = set(), set()
+    pairs = []
     for pad in model.layers:
+        if isinstance(pad, keras.layers.ZeroPadding2D):
+            reading = readers.get(id(pad.output), [])
+            if len(reading) == 1:
+                pairs.append((pad, reading[0]))
+    return pairs
+
+
+def _fused_paddings(model, chosen):
+    """`(paddings, convs)`: the ids of the ZeroPadding2D layers of `model` (not of models
+    inside it) that make a chosen 'valid' convolution 'same' and feed nothing else, and
+    of those convolutions. Each such pair is replaced by one attention layer."""
+    paddings, convs = set(), set()
+    for pad, conv in _padded_convs(model):
         if not isinstance(pad, keras.layers.ZeroPadding2D) or pad.data_format != "channels_last":
-            continue
-        try:
-            (conv,) = readers.get(id(pad.output), [])
-        except ValueError:  # Read by several layers, or none.
             continue
         if id(conv) not in chosen or conv.padding != "valid":
             continue
