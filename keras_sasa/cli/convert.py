@@ -25,12 +25,14 @@ def add_convert_parser(commands):
     parser.add_argument(
         "--kernel-size",
         type=flags.positive_int,
+        metavar="K",
         default=7,
         help="odd window size k of the attention (default: 7, the paper's)",
     )
     parser.add_argument(
         "--num-heads",
         type=flags.positive_int,
+        metavar="H",
         default=8,
         help="attention heads; must divide every replaced layer's filters (default: 8)",
     )
