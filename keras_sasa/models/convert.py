@@ -200,7 +200,7 @@ class _Converter:
 
     def _sequential(self, model):
         (source,) = model.inputs
-        new_layers = [keras.Input(batch_shape=source.shape, dtype=source.dtype, name=source.name)]
+        new_layers = [keras.Input(batch_shape=source.shape, dtype=source.dtype)]
         for layer in model.layers:
             if id(layer) in self.dropped_pads:
                 continue
