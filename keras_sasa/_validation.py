@@ -50,6 +50,24 @@ def odd_kernel_size(name, value, type_error=TypeError):
     return value
 
 
+def square(name, value, check_item=positive_int):
+    """An int, or a pair of equal ints as `Conv2D` takes for `kernel_size`, `strides` and
+    `dilation_rate`, returned as one int checked by `check_item(name, value)`. A pair of
+    different values is refused: windows and strides here are square."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2 or not all(is_int(item) for item in value):
+            raise error(name, value, "Expected an integer or a pair of integers", TypeError)
+        if value[0] != value[1]:
+            raise error(
+                name,
+                value,
+                "Expected an integer or a pair of equal integers: windows and strides are "
+                "square here",
+            )
+        value = value[0]
+    return check_item(name, value)
+
+
 def one_of(name, value, choices):
     if value not in choices:
         raise error(name, value, f"Expected one of {tuple(choices)}")
@@ -208,7 +226,8 @@ def parse_stages(text):
 
 
 def image_channels(layer, input_shape):
-    """The channel count of a (batch, height, width, channels) input; errors show the shape."""
+    """The channel count of a (batch, height, width, channels) input; errors show the shape.
+    Known sizes of 0 (no rows, columns or channels) are refused."""
     input_shape = tuple(input_shape)
     name = type(layer).__name__
     if len(input_shape) != 4:
@@ -219,5 +238,10 @@ def image_channels(layer, input_shape):
     if input_shape[-1] is None:
         raise ValueError(
             f"{name} needs a known channel count (last axis). Received: input_shape={input_shape}"
+        )
+    if any(size is not None and size < 1 for size in input_shape[1:]):
+        raise ValueError(
+            f"{name} expects inputs with at least one row, one column and one channel. "
+            f"Received: input_shape={input_shape}"
         )
     return input_shape[-1]

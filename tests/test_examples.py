@@ -61,12 +61,23 @@ def check_tune(stdout):
     assert output_line(stdout, "Rebuilt: sasa_resnet26")
 
 
+def check_convert(stdout):
+    assert output_line(stdout, "ResNet50 at").startswith(
+        "ResNet50 at 32 x 32: 23,608,202 -> 16,070,666 parameters, 16 attention layers"
+    )
+    assert (
+        output_line(stdout, "spatial convolutions kept") == "spatial convolutions kept: conv1_conv"
+    )
+    assert max_difference(output_line(stdout, "reloaded")) == 0.0
+
+
 CHECKS = {
     "quickstart_digits.py": check_quickstart,
     "jax_training_loop.py": check_jax_loop,
     "image_folder.py": check_image_folder,
     "export_tflite_onnx.py": check_export,
     "tune_digits.py": check_tune,
+    "convert_resnet.py": check_convert,
 }
 
 

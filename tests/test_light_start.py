@@ -99,7 +99,9 @@ except AttributeError as error:
     ]
 
 
-@pytest.mark.parametrize("command", [[], ["export"], ["train"], ["tune"], ["attention-map"]])
+@pytest.mark.parametrize(
+    "command", [[], ["export"], ["train"], ["tune"], ["attention-map"], ["convert"]]
+)
 def test_help_imports_neither_keras_nor_tensorflow(command):
     # -X importtime writes one line per imported module on stderr.
     done = run(["-X", "importtime", "-m", "keras_sasa", *command, "--help"])

@@ -21,6 +21,7 @@ to the user's TF_CPP_MIN_LOG_LEVEL, or to errors where it is not set
 
 import sys
 
+from keras_sasa.cli import convert
 from keras_sasa.cli import flags
 from keras_sasa.cli import tools
 from keras_sasa.cli import train
@@ -45,6 +46,7 @@ def build_parser():
     tools.add_bench_parser(commands)
     tools.add_export_parser(commands)
     tools.add_attention_map_parser(commands)
+    convert.add_convert_parser(commands)
     return parser
 
 

@@ -67,6 +67,8 @@ class AttentionStem2D(keras.layers.Layer):
         num_mixtures: number of value matrices W_V^m. Defaults to 4 (the paper does not
             state it).
         strides: average-pooling factor applied after the attention. Defaults to 1.
+        `kernel_size` and `strides` also take a pair of equal integers, as `Conv2D`
+        writes them; a pair of different values is refused.
         window: `"block"` (default) or `"sliding"`, see above.
         scale_logits: multiply the logits by 1 / sqrt(head_size). Defaults to True.
         kernel_initializer: initializer of W_Q, W_K and the W_V^m.
@@ -118,11 +120,11 @@ class AttentionStem2D(keras.layers.Layer):
         kwargs.pop("autocast", None)
         super().__init__(autocast=False, **kwargs)
         self.filters = check.positive_int("filters", filters)
-        self.kernel_size = check.positive_int("kernel_size", kernel_size)
+        self.kernel_size = check.square("kernel_size", kernel_size)
         self.num_heads = check.positive_int("num_heads", num_heads)
         check.heads_divide_filters(self.num_heads, self.filters)
         self.num_mixtures = check.positive_int("num_mixtures", num_mixtures)
-        self.strides = check.positive_int("strides", strides)
+        self.strides = check.square("strides", strides)
         self.window = check.one_of("window", window, stem_ops.WINDOWS)
         self.scale_logits = check.boolean("scale_logits", scale_logits)
         self.head_size = self.filters // self.num_heads

@@ -11,6 +11,12 @@ from keras_sasa.layers import _pooling
 from keras_sasa import _validation as check
 from keras_sasa.ops import window_attention as attention_ops
 
+# The widest window accepted. Where height and width are known, a window wider than the
+# map reaches only masked positions and is cut to what the map reaches (see `_window`);
+# where they are not, the ops pad the input by half the window on each side, and a
+# window far larger than any image would take memory for nothing.
+MAX_KERNEL_SIZE = 1023
+
 
 @keras.saving.register_keras_serializable(package="keras_sasa")
 class LocalSelfAttention2D(keras.layers.Layer):
@@ -43,15 +49,24 @@ class LocalSelfAttention2D(keras.layers.Layer):
     average pooling ("same" padding: the output has ceil(size / strides) rows and columns,
     like `Conv2D(padding="same")`).
 
+    Windows wider than the map: with `border="mask"` and a known height and width, the
+    window is cut to the positions that can fall inside the map (2n - 1 for a larger side
+    of n pixels, at `dilation_rate` 1). The outputs and attention scores are the same (the
+    cut positions have weight 0 and are returned as 0); the relative tables keep their
+    `kernel_size` rows, of which only the central ones are used.
+
     Mixed precision: the variables stay float32; logits, masking and softmax are computed
     in float32 and only the weighted sum of values runs in the compute dtype.
 
     Args:
         filters: number of output channels (q, k and v all have `filters` channels).
-        kernel_size: odd spatial extent k of the window. Defaults to 7, the paper's choice.
+        kernel_size: odd spatial extent k of the window, at most `MAX_KERNEL_SIZE`
+            (1023). Defaults to 7, the paper's choice.
         num_heads: number of heads N; must divide `filters`. Defaults to 8.
         strides: average-pooling factor applied after the attention. Defaults to 1.
         dilation_rate: spacing between the window's positions. Defaults to 1.
+        `kernel_size`, `strides` and `dilation_rate` also take a pair of equal integers,
+        as `Conv2D` writes them (`strides=(2, 2)`); a pair of different values is refused.
         border: `"mask"` (default) or `"zeros"`, see above.
         use_bias: whether the q/k/v projections have biases. Defaults to False, as in the
             paper.
@@ -124,11 +139,18 @@ class LocalSelfAttention2D(keras.layers.Layer):
         kwargs.pop("autocast", None)
         super().__init__(autocast=False, **kwargs)
         self.filters = check.positive_int("filters", filters)
-        self.kernel_size = check.odd_kernel_size("kernel_size", kernel_size)
+        self.kernel_size = check.square("kernel_size", kernel_size, check.odd_kernel_size)
+        if self.kernel_size > MAX_KERNEL_SIZE:
+            raise check.error(
+                "kernel_size",
+                kernel_size,
+                f"Expected a window of at most {MAX_KERNEL_SIZE}, which already spans a "
+                f"{MAX_KERNEL_SIZE // 2 + 1}-pixel map from any of its pixels",
+            )
         self.num_heads = check.positive_int("num_heads", num_heads)
         check.heads_divide_filters(self.num_heads, self.filters)
-        self.strides = check.positive_int("strides", strides)
-        self.dilation_rate = check.positive_int("dilation_rate", dilation_rate)
+        self.strides = check.square("strides", strides)
+        self.dilation_rate = check.square("dilation_rate", dilation_rate)
         self.border = check.one_of("border", border, attention_ops.BORDER_MODES)
         self.use_bias = check.boolean("use_bias", use_bias)
         self.scale_logits = check.boolean("scale_logits", scale_logits)
@@ -201,8 +223,11 @@ class LocalSelfAttention2D(keras.layers.Layer):
         shape = ops.shape(x)
         heads = (shape[0], shape[1], shape[2], self.num_heads, self.head_size)
         query, key, value = (ops.reshape(t, heads) for t in ops.split(qkv, 3, axis=-1))
+        k = self._window(x.shape[1], x.shape[2])
+        cut = (self.kernel_size - k) // 2
         if self.use_relative_position:
-            row, column = self.row_embeddings.value, self.column_embeddings.value
+            row = self.row_embeddings.value[cut : cut + k]
+            column = self.column_embeddings.value[cut : cut + k]
         else:
             row = column = None
         out = attention_ops.local_attention(
@@ -211,7 +236,7 @@ class LocalSelfAttention2D(keras.layers.Layer):
             value,
             row,
             column,
-            kernel_size=self.kernel_size,
+            kernel_size=k,
             dilation_rate=self.dilation_rate,
             border=self.border,
             scale=None if self.scale_logits else 1.0,
@@ -220,10 +245,25 @@ class LocalSelfAttention2D(keras.layers.Layer):
         )
         if return_attention_scores:
             out, scores = out
-            k = self.kernel_size
             scores = ops.reshape(scores, (shape[0], shape[1], shape[2], self.num_heads, k, k))
+            # The window's cut rows and columns are outside the map: weight 0.
+            scores = ops.pad(scores, [[0, 0]] * 4 + [[cut, cut]] * 2)
             return _pooling.downsample(out, self.strides, self.filters), scores
         return _pooling.downsample(out, self.strides, self.filters)
+
+    def _window(self, height, width):
+        """The window computed on a map of `height` x `width` (None: unknown).
+
+        With `border="mask"`, window positions more than n - 1 pixels from the centre
+        (n the larger known side) are outside the map for every pixel and get weight 0:
+        the window is cut to the positions that can land inside, which computes the same
+        outputs with less work (and lets a window far wider than the image run at all).
+        With `border="zeros"` every position takes part, and the window is kept.
+        """
+        if self.border != "mask" or height is None or width is None:
+            return self.kernel_size
+        reach = (max(height, width) - 1) // self.dilation_rate
+        return min(self.kernel_size, 2 * reach + 1)
 
     def compute_output_shape(self, input_shape):
         return _pooling.output_shape(input_shape, self.strides, self.filters)

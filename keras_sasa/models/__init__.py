@@ -1,5 +1,7 @@
-"""Model builders: the SASA-ResNets of Ramachandran et al. 2019, and their FLOP count."""
+"""Model builders: the SASA-ResNets of Ramachandran et al. 2019, the conversion of any Keras
+CNN into an attention model (`to_attention`), and their FLOP count."""
 
+from keras_sasa.models.convert import to_attention
 from keras_sasa.models.flops import count_flops
 from keras_sasa.models.resnet import SASAResNet
 from keras_sasa.models.resnet import SASAResNet26
@@ -34,4 +36,5 @@ __all__ = [
     "min_input_size",
     "stem_heads",
     "stem_reduction",
+    "to_attention",
 ]

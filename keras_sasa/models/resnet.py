@@ -110,8 +110,9 @@ def _bottleneck(x, filters, strides, attention, projection, name, attention_args
     return keras.layers.Activation("relu", name=f"{name}_out")(x)
 
 
-def _window_size(x, kernel_size, border, **_):
-    """The spatial extent the attention needs on `x`'s feature map.
+def window_size(shape, kernel_size, border):
+    """The spatial extent the attention needs on a feature map of `shape` (batch, height,
+    width, channels).
 
     On a map of known size n (both sides), offsets beyond n - 1 reach only positions
     outside the image; with `border="mask"` those take no part in the softmax, so a
@@ -120,10 +121,14 @@ def _window_size(x, kernel_size, border, **_):
     one, on a 1x1 map a 1x1 one). Zero-padded borders take part in the softmax: their
     window is kept.
     """
-    sides = [size for size in x.shape[1:3] if size is not None]
+    sides = [size for size in shape[1:3] if size is not None]
     if border != "mask" or len(sides) < 2:
         return kernel_size
     return min(kernel_size, 2 * max(sides) - 1)
+
+
+def _window_size(x, kernel_size, border, **_):
+    return window_size(x.shape, kernel_size, border)
 
 
 def _check_weights(weights):
@@ -145,10 +150,10 @@ def _input_shape(input_shape, input_tensor, include_top, stem, min_size):
         size = _DEFAULT_SIZE[stem] if include_top else None
         return (size, size, 3)
     shape = tuple(input_shape)
-    if len(shape) != 3 or shape[-1] is None:
+    if len(shape) != 3 or shape[-1] is None or shape[-1] < 1:
         raise ValueError(
             "Invalid value for argument `input_shape`. Expected (height, width, channels) "
-            f"with known channels. Received: input_shape={input_shape!r}"
+            f"with a known, positive channel count. Received: input_shape={input_shape!r}"
         )
     for size in shape[:2]:
         if size is not None and size < min_size:
