@@ -96,7 +96,8 @@ def _bottleneck(x, filters, strides, attention, projection, name, attention_args
     x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
     if attention:
         # Attention at stride 1, then strides x strides average pooling (§3.1).
-        args = {**attention_args, "kernel_size": _window_size(x, **attention_args)}
+        window = window_size(x.shape, attention_args["kernel_size"], attention_args["border"])
+        args = {**attention_args, "kernel_size": window}
         x = LocalSelfAttention2D(filters, strides=strides, name=f"{name}_attn", **args)(x)
     else:
         x = keras.layers.Conv2D(
@@ -125,10 +126,6 @@ def window_size(shape, kernel_size, border):
     if border != "mask" or len(sides) < 2:
         return kernel_size
     return min(kernel_size, 2 * max(sides) - 1)
-
-
-def _window_size(x, kernel_size, border, **_):
-    return window_size(x.shape, kernel_size, border)
 
 
 def _check_weights(weights):
