@@ -7,8 +7,9 @@ image, and there is no patch extraction, so the graph converts to TFLite's built
 (PAD, SLICE, ADD, MUL, SUM, SELECT_V2, RESHAPE, PACK, SOFTMAX) and runs under every Keras
 backend. It is exact (the same numbers as `local_attention_reference`) and returns the
 attention weights on request. Its border mask is a select against the window centre's
-logit (`_mask_border`), so that the logits keep a range int8 quantization can calibrate. Its graph grows with k*k, one slice per window offset; speed against
-the blocked implementation: benchmarks/results/implementation_notes.md.
+logit (`_mask_border`), so that the logits keep a range int8 quantization can calibrate.
+Its graph grows with k*k, one slice per window offset; speed against the blocked
+implementation: benchmarks/results/implementation_notes.md.
 """
 
 from keras import ops
