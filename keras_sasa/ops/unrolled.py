@@ -157,5 +157,5 @@ def _mask_border(logits, inside):
     centre = logits[len(logits) // 2] - MASK_MARGIN
     return [
         logit if p == len(logits) // 2 else ops.where(within > 0.5, logit, centre)
-        for p, (logit, within) in enumerate(zip(logits, inside))
+        for p, (logit, within) in enumerate(zip(logits, inside, strict=True))
     ]
