@@ -10,6 +10,8 @@
   6-D tensors), so the model is first cloned with `implementation="unrolled"` and the same
   weights (`with_implementation`), whose graph is pads, slices, products, sums and a 2-D
   softmax.
+  `quantize="dynamic"` stores int8 weights; `quantize="int8"` computes in int8 throughout,
+  calibrated on representative images (`float_ops` lists what stays float).
 - `with_implementation`: that clone, useful on its own (e.g. to compare implementations).
 - `tflite_interpreter`, `run_tflite`: run a `.tflite` file with LiteRT
   (`ai_edge_litert.interpreter.Interpreter`, `pip install "keras-sasa[litert]"`) where it

@@ -1,6 +1,7 @@
 """Quantized TFLite export: dynamic range (int8 weights) and full integer (int8 activations)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -96,12 +97,17 @@ def test_to_tflite_rejects_bad_quantize_arguments():
         export.to_tflite(model, quantize="int8")
 
 
-def export_command(*args, cwd=None):
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def export_command(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
     return subprocess.run(
         [sys.executable, "-m", "keras_sasa", "export", *map(str, args)],
         capture_output=True,
         text=True,
-        cwd=cwd,
+        cwd=REPO_ROOT,
+        env=env,
     )
 
 
