@@ -91,18 +91,24 @@ class ServingResult:
     runs: int
 
 
-def _onnx_runner(model, directory):
+def _onnx_runner(model, directory, threads=None):
     import onnxruntime
 
     path = os.path.join(directory, f"{model.name}.onnx")
     export.to_onnx(model, path)
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
 
 
-def litert_runner(flatbuffer):
-    interpreter = export.tflite_interpreter(flatbuffer=flatbuffer, num_threads=os.cpu_count())
+def litert_runner(flatbuffer, threads=None):
+    interpreter = export.tflite_interpreter(
+        flatbuffer=flatbuffer, num_threads=threads or os.cpu_count()
+    )
     source = interpreter.get_input_details()[0]["index"]
     target = interpreter.get_output_details()[0]["index"]
     shape = [None]
@@ -119,17 +125,31 @@ def litert_runner(flatbuffer):
     return run
 
 
-def runners(model, directory, runtimes=RUNTIMES):
-    """`{runtime: function(images) -> outputs}` for `model`, exported where needed."""
+def runners(model, directory, runtimes=RUNTIMES, threads=None):
+    """`{runtime: function(images) -> outputs}` for `model`, exported where needed.
+
+    `threads`: the CPU threads of ONNX Runtime and LiteRT (None: ONNX Runtime's default,
+    one per core, and as many for LiteRT); Keras's are TensorFlow's (`limit_threads`).
+    """
     made = {}
     for runtime in runtimes:
         if runtime == "onnxruntime":
-            made[runtime] = _onnx_runner(model, directory)
+            made[runtime] = _onnx_runner(model, directory, threads)
         elif runtime == "litert":
-            made[runtime] = litert_runner(export.to_tflite(model))
+            made[runtime] = litert_runner(export.to_tflite(model), threads)
         else:
             made[runtime] = model.predict_on_batch
     return made
+
+
+def limit_threads(threads):
+    """Runs TensorFlow (Keras's backend here) on `threads` CPU threads; must come before
+    TensorFlow runs its first op. On a shared machine, runtimes that spin a thread per core
+    wait on each other's preempted threads: one thread each gives stable ratios."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
 def time_round_robin(contenders, x, runs, warmup=2):
@@ -157,11 +177,13 @@ def run_serving(
     quick=False,
     log=print,
     exporting=contextlib.nullcontext,
+    threads=None,
 ):
     """Latency of SASA-ResNet-26 and its conv twin per size, batch and runtime.
 
     `exporting`: a context manager factory the exports run under (the command sends the
-    converters' chatter to a log with it).
+    converters' chatter to a log with it). `threads`: CPU threads of every runtime (None:
+    their defaults); see `runners` and `limit_threads`.
     """
     results = []
     for size in sizes:
@@ -171,7 +193,7 @@ def run_serving(
                 model = serving_model(size, attention, quick)
                 log(f"exporting {model.name} at {size}x{size}")
                 with exporting():
-                    made = runners(model, directory)
+                    made = runners(model, directory, threads=threads)
                 for runtime, run in made.items():
                     contenders[(model.name, runtime)] = run
             for batch in batches:
@@ -211,21 +233,27 @@ def serving_table(results):
     return "\n".join(rows)
 
 
-def result_name(sizes, batches, quick=False):
+def result_name(sizes, batches, quick=False, threads=None):
     """The results' file name (no extension), named by configuration."""
     name = f"serving-{'-'.join(map(str, sizes))}-batch{'-'.join(map(str, batches))}"
+    if threads is not None:
+        name += f"-threads{threads}"
     return name + "-quick" if quick else name
 
 
-def write_serving(results, output_dir, name, machine):
+def write_serving(results, output_dir, name, machine, threads=None):
     """Writes `name.json` and `name.md` under `output_dir`; returns the Markdown."""
+    threads_note = (
+        "Each runtime's default threads" if threads is None else f"{threads} thread(s) each"
+    )
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, f"{name}.json"), "w") as f:
         json.dump([dataclasses.asdict(r) for r in results], f, indent=1)
     text = (
         "# Serving latency: SASA-ResNet-26 against its conv twin\n\n"
-        f"Machine: {machine}. One forward pass of the exported model, median and 90th "
-        f"percentile of {results[0].runs} calls, contenders round-robin in one process. "
+        f"Machine: {machine}. {threads_note}. One forward pass of the exported model, median "
+        f"and 90th percentile of {results[0].runs} calls, contenders round-robin in one "
+        "process. "
         "onnxruntime: `export.to_onnx` (blocked attention); litert: `export.to_tflite` "
         "(unrolled attention); keras: `predict_on_batch`.\n\n" + serving_table(results) + "\n"
     )

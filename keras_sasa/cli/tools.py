@@ -88,6 +88,12 @@ def _add_serving_arguments(bench):
     bench.add_argument(
         "--runs", type=flags.positive_int, default=None, help="--serving calls timed (default: 20)"
     )
+    bench.add_argument(
+        "--threads",
+        type=flags.positive_int,
+        default=None,
+        help="--serving: CPU threads of each runtime (default: each runtime's own)",
+    )
 
 
 def _bench_serving(args):
@@ -97,14 +103,22 @@ def _bench_serving(args):
     sizes = args.sizes or ((16,) if args.quick else (32, 224))
     batches = args.batches or ((1, 2) if args.quick else (1, 8))
     runs = args.runs or (3 if args.quick else 20)
-    name = serving.result_name(sizes, batches, args.quick)
+    name = serving.result_name(sizes, batches, args.quick, args.threads)
+    if args.threads is not None:
+        serving.limit_threads(args.threads)
     os.makedirs(args.output_dir, exist_ok=True)
     # The exporters' words (C++ included) go to a log; the command prints its progress.
     with open(os.path.join(args.output_dir, f"{name}.log"), "w") as log:
         results = serving.run_serving(
-            sizes, batches, runs, quick=args.quick, exporting=lambda: output_to(log)
+            sizes,
+            batches,
+            runs,
+            quick=args.quick,
+            exporting=lambda: output_to(log),
+            threads=args.threads,
         )
-    print(serving.write_serving(results, args.output_dir, name, benchmark.machine_description()))
+    machine = benchmark.machine_description()
+    print(serving.write_serving(results, args.output_dir, name, machine, args.threads))
 
 
 def _bench(args):
