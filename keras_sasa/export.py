@@ -10,6 +10,8 @@
   6-D tensors), so the model is first cloned with `implementation="unrolled"` and the same
   weights (`with_implementation`), whose graph is pads, slices, products, sums and a 2-D
   softmax.
+  `quantize="dynamic"` stores int8 weights; `quantize="int8"` computes in int8 throughout,
+  calibrated on representative images (`float_ops` lists what stays float).
 - `with_implementation`: that clone, useful on its own (e.g. to compare implementations).
 - `tflite_interpreter`, `run_tflite`: run a `.tflite` file with LiteRT
   (`ai_edge_litert.interpreter.Interpreter`, `pip install "keras-sasa[litert]"`) where it
@@ -24,12 +26,15 @@ import re
 import warnings
 
 import keras
+import numpy as np
 
 from keras_sasa import _validation as check
 from keras_sasa.layers import LocalSelfAttention2D
 from keras_sasa.ops.window_attention import IMPLEMENTATIONS
 
 FORMATS = ("saved_model", "onnx", "tflite")
+# `to_tflite`'s post-training quantization: none, int8 weights only, or int8 throughout.
+QUANTIZE_MODES = (None, "dynamic", "int8")
 
 # What `to_onnx` needs beyond TensorFlow and Keras, and how to get it.
 ONNX_INSTALL_HINT = 'pip install "keras-sasa[onnx]"'
@@ -190,7 +195,9 @@ def _check_fixed_image_size(model, format_name):
             )
 
 
-def to_tflite(model, path=None, implementation="unrolled"):
+def to_tflite(
+    model, path=None, implementation="unrolled", quantize=None, representative_images=None
+):
     """Converts `model` to TFLite with the builtin op set only (no select TF ops).
 
     The model is cloned with its `LocalSelfAttention2D` layers switched to `implementation`
@@ -198,26 +205,55 @@ def to_tflite(model, path=None, implementation="unrolled"):
     with `supported_ops = [TFLITE_BUILTINS]`. Fix the height and width of the model's input
     (`keras.Input((H, W, C))`): the converted graph keeps a free batch dimension only.
 
+    Post-training quantization (`quantize`):
+    - `"dynamic"`: int8 weights, float activations (the converter's dynamic range
+      quantization); needs no data.
+    - `"int8"`: int8 weights and activations, the activation ranges calibrated on
+      `representative_images`; the input and output stay float32 (a quantize and a
+      dequantize op at the ends), and an op with no int8 kernel stays float
+      (`float_ops` lists them).
+
     Args:
         model: a functional or `Sequential` Keras model.
         path: where to write the `.tflite` file, or None to write nothing.
         implementation: the attention implementation converted. Defaults to `"unrolled"`,
             the only one made of builtin ops; `None` converts the model as it is.
+        quantize: None (float32), `"dynamic"` or `"int8"`.
+        representative_images: with `quantize="int8"`, a float32 array
+            `(count, H, W, C)` of typical inputs (e.g. 200 training images, preprocessed
+            as for the model), fed one at a time to calibrate.
 
     Returns:
         The TFLite flatbuffer, as bytes.
 
     Raises:
-        ValueError: the input's height or width is unknown, or the model uses ops that
-            are not TFLite builtins (the message lists them).
+        ValueError: the input's height or width is unknown, the model uses ops that
+            are not TFLite builtins (the message lists them), `quantize` is not one of
+            `QUANTIZE_MODES`, or `"int8"` has no `representative_images`.
     """
     import tensorflow as tf
 
+    check.one_of("quantize", quantize, QUANTIZE_MODES)
+    if quantize == "int8" and representative_images is None:
+        raise check.error(
+            "representative_images",
+            representative_images,
+            "quantize='int8' calibrates on images: expected an array (count, H, W, C)",
+        )
     _check_fixed_image_size(model, "TFLite")
     if implementation is not None:
         model = with_implementation(model, implementation)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "int8":
+
+        def batches():
+            for image in representative_images:
+                yield [keras.ops.convert_to_numpy(image)[None].astype("float32")]
+
+        converter.representative_dataset = batches
     try:
         flatbuffer = converter.convert()
     except Exception as error:  # The converter raises its own ConverterError.
@@ -238,17 +274,20 @@ def _input_shapes(model):
     return [tuple(x.shape) for x in inputs]
 
 
-def tflite_interpreter(flatbuffer=None, path=None):
+def tflite_interpreter(flatbuffer=None, path=None, num_threads=None):
     """A TFLite interpreter for a flatbuffer (bytes) or a `.tflite` file at `path`.
 
     LiteRT's `ai_edge_litert.interpreter.Interpreter` where the `ai-edge-litert` package
     is installed (TFLite's runtime, now maintained apart from TensorFlow), else TensorFlow's
     `tf.lite.Interpreter`, whose deprecation notice is silenced: the two take the same
-    arguments and give the same numbers.
+    arguments and give the same numbers. `num_threads`: the interpreter's CPU threads
+    (None: its default).
     """
     if (flatbuffer is None) == (path is None):
         raise ValueError("Pass one of `flatbuffer` (bytes) or `path` (a .tflite file).")
     kwargs = {"model_content": flatbuffer, "model_path": None if path is None else str(path)}
+    if num_threads is not None:
+        kwargs["num_threads"] = num_threads
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
@@ -258,6 +297,23 @@ def tflite_interpreter(flatbuffer=None, path=None):
             warnings.simplefilter("ignore")
             return tf.lite.Interpreter(**kwargs)
     return Interpreter(**kwargs)
+
+
+def float_ops(flatbuffer):
+    """The ops of a TFLite flatbuffer that compute in float32: `{op name: count}`.
+
+    An op counts as float when its first output is float32. In a full-integer file with
+    float input and output, that is the closing DEQUANTIZE and the ops without an int8
+    kernel.
+    """
+    interpreter = tflite_interpreter(flatbuffer=bytes(flatbuffer))
+    tensors = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
+    counts = {}
+    for op in interpreter._get_ops_details():
+        outputs = [i for i in op["outputs"] if i >= 0]
+        if outputs and tensors.get(outputs[0]) == np.float32:
+            counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def run_tflite(flatbuffer, x):

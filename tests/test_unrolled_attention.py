@@ -72,6 +72,27 @@ def test_zeros_border_gives_weight_outside_the_image():
     np.testing.assert_allclose(corner.sum(), 1.0, atol=1e-6)
 
 
+def test_unscaled_logits_mask_the_border_where_outside_positions_would_win():
+    # scale 1 (scale_logits=False), positive queries and negative keys: the positions
+    # outside the image, whose keys are zeros, get logits 30 to 80 above the real ones, more
+    # than a fixed bounded constant such as -30 would take away.
+    q, key, v, rows, cols = random_inputs(6, 1, 5, 6, 2, 4, 3)
+    q, key = 6.0 * np.abs(q), -6.0 * np.abs(key)
+    expected = local_attention_loops(q, key, v, rows, cols, 3, 1, "mask", scale=1.0)
+    out, weights = call(
+        wa.local_attention_unrolled,
+        (q, key, v, rows, cols),
+        3,
+        scale=1.0,
+        return_attention_scores=True,
+    )
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    corner = weights[0, 0, 0].reshape(2, 3, 3)
+    np.testing.assert_array_equal(corner[:, 0, :], 0.0)
+    np.testing.assert_array_equal(corner[:, :, 0], 0.0)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
+
+
 @pytest.mark.parametrize("implementation", ["auto", "blocked", "unrolled", "reference"])
 def test_dispatcher_returns_weights_with_the_same_outputs(implementation):
     args = random_inputs(5, 2, 7, 6, 2, 4, 5)

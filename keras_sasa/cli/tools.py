@@ -70,7 +70,58 @@ def add_bench_parser(commands):
         "group shapes and a SASA-ResNet-26 step against conv; writes OUTPUT_DIR/<device>.md",
     )
     bench.add_argument("--output-dir", default="benchmark_results")
+    _add_serving_arguments(bench)
     bench.set_defaults(run=_bench)
+
+
+def _add_serving_arguments(bench):
+    bench.add_argument(
+        "--serving",
+        action="store_true",
+        help="latency of the exported SASA-ResNet-26 and its conv twin in ONNX Runtime, "
+        "LiteRT and Keras predict_on_batch; writes OUTPUT_DIR/serving-*.json and .md "
+        "(--quick: a one-block model at 16x16)",
+    )
+    bench.add_argument(
+        "--sizes", type=flags.int_list, default=None, help="--serving image sizes (default: 32,224)"
+    )
+    bench.add_argument(
+        "--batches", type=flags.int_list, default=None, help="--serving batches (default: 1,8)"
+    )
+    bench.add_argument(
+        "--runs", type=flags.positive_int, default=None, help="--serving calls timed (default: 20)"
+    )
+    bench.add_argument(
+        "--threads",
+        type=flags.positive_int,
+        default=None,
+        help="--serving: CPU threads of each runtime (default: each runtime's own)",
+    )
+
+
+def _bench_serving(args):
+    from keras_sasa import benchmark
+    from keras_sasa import serving
+
+    sizes = args.sizes or ((16,) if args.quick else (32, 224))
+    batches = args.batches or ((1, 2) if args.quick else (1, 8))
+    runs = args.runs or (3 if args.quick else 20)
+    name = serving.result_name(sizes, batches, args.quick, args.threads)
+    if args.threads is not None:
+        serving.limit_threads(args.threads)
+    os.makedirs(args.output_dir, exist_ok=True)
+    # The exporters' words (C++ included) go to a log; the command prints its progress.
+    with open(os.path.join(args.output_dir, f"{name}.log"), "w") as log:
+        results = serving.run_serving(
+            sizes,
+            batches,
+            runs,
+            quick=args.quick,
+            exporting=lambda: output_to(log),
+            threads=args.threads,
+        )
+    machine = benchmark.machine_description()
+    print(serving.write_serving(results, args.output_dir, name, machine, args.threads))
 
 
 def _bench(args):
@@ -78,6 +129,9 @@ def _bench(args):
 
     import keras
 
+    if args.serving:
+        _bench_serving(args)
+        return
     if args.accelerator:
         if args.kernel_sizes:
             raise UsageError(
@@ -185,7 +239,11 @@ def _export(args):
     exporters = {
         "saved_model": export.save_model,
         "onnx": export.to_onnx,
-        "tflite": export.to_tflite,
+        "tflite": functools.partial(
+            export.to_tflite,
+            quantize=args.quantize,
+            representative_images=_calibration_images(args, model),
+        ),
     }
     _write_with_log(functools.partial(exporters[args.format], model, args.output), log_path)
     print(f"Wrote {args.format} {args.output}")
@@ -215,8 +273,20 @@ _EXPORT_SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}
 
 
 def _check_export_arguments(args):
+    """What `export` can refuse before Keras starts: a missing model file, an --output
+    that --format cannot be written to, --quantize outside TFLite, and int8 without
+    images to calibrate on."""
     _check_model_file(args.model)
     _check_export_output(args.output, args.format)
+    if args.quantize is not None and args.format != "tflite":
+        raise UsageError(f"--quantize applies to --format tflite only, not {args.format}.")
+    if args.quantize == "int8" and args.dataset is None:
+        if _run_dataset(args.model) is None:
+            raise UsageError(
+                f"--quantize int8 needs --dataset NAME (its training images calibrate the "
+                f"int8 ranges): {args.model} is not in a run directory (no results.json "
+                f"beside it)."
+            )
 
 
 def _check_export_output(output, format_name):
@@ -249,6 +319,32 @@ def _check_export_output(output, format_name):
         raise UsageError(f"--output {path} is a directory; --format {format_name} writes a file.")
 
 
+def _run_dataset(model_path):
+    """(dataset, data_dir) of the training run whose directory holds `model_path`
+    (its results.json), or None."""
+    import json
+
+    results = os.path.join(os.path.dirname(os.path.abspath(model_path)), "results.json")
+    try:
+        with open(results) as f:
+            run = json.load(f)
+        return run["dataset"], run.get("config", {}).get("data_dir")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _calibration_images(args, model):
+    """The images `--quantize int8` calibrates on: --dataset's, else the run's."""
+    if args.quantize != "int8":
+        return None
+    from keras_sasa import serving
+
+    dataset, data_dir = (args.dataset, args.data_dir) if args.dataset else _run_dataset(args.model)
+    return serving.calibration_images(
+        dataset, tuple(model.inputs[0].shape[1:]), data_dir=args.data_dir or data_dir
+    )
+
+
 def _check_output_parent(output):
     """Creates the directory `--output` goes in; a UsageError naming `output` if it
     cannot be (else the first file to fail would be the exporter's log, beside it)."""
@@ -274,8 +370,10 @@ def add_export_parser(commands):
             'batch size (needs pip install "keras-sasa[onnx]"); attention layers on the '
             "extract_patches reference are exported with the blocked implementation. tflite: "
             "TFLite with the builtin op set only; the attention layers are converted with "
-            "the unrolled implementation and the same weights. onnx and tflite need a "
-            "fixed input height and width."
+            "the unrolled implementation and the same weights; --quantize dynamic stores "
+            "int8 weights, --quantize int8 computes in int8 (calibrated on 200 training "
+            "images of --dataset, by default the dataset of the run directory holding "
+            "MODEL.keras). onnx and tflite need a fixed input height and width."
         ),
     )
     parser.add_argument("model", metavar="MODEL.keras")
@@ -283,7 +381,24 @@ def add_export_parser(commands):
     parser.add_argument(
         "--output", required=True, help="SavedModel directory, .onnx or .tflite file to write"
     )
+    _add_quantize_arguments(parser)
     parser.set_defaults(run=_export, check=_check_export_arguments)
+
+
+def _add_quantize_arguments(parser):
+    parser.add_argument(
+        "--quantize",
+        choices=("dynamic", "int8"),
+        help="tflite post-training quantization: dynamic (int8 weights, float activations) "
+        "or int8 (weights and activations, float input and output; calibrated on 200 "
+        "training images of --dataset)",
+    )
+    parser.add_argument(
+        "--dataset",
+        help="data set whose training images calibrate --quantize int8 (default: the "
+        "dataset of the run whose directory holds MODEL.keras)",
+    )
+    parser.add_argument("--data-dir", help="TFDS data directory of --dataset (default: TFDS's)")
 
 
 def _attention_map(args):

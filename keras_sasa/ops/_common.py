@@ -12,6 +12,13 @@ BORDER_MODES = ("mask", "zeros")
 # float32 here, so this is far from overflow, and exp(MASKED - max) is exactly 0.
 MASKED = -1e9
 
+# The export implementation's border mask instead (ops/unrolled.py): a logit outside the image
+# is set to the window centre's logit minus this margin. Its weight is then at most
+# exp(-20) = 2e-9 of the centre's, and the logits keep the range of the real ones, which int8
+# quantization calibrates on; with MASKED that range reached -1e9 and every real logit fell in
+# one int8 step.
+MASK_MARGIN = 20.0
+
 
 def check_args(kernel_size, dilation_rate, border):
     check.odd_kernel_size("kernel_size", kernel_size, type_error=ValueError)

@@ -4,15 +4,17 @@ Ramachandran et al. 2019, eq. 2-3, written for export: the keys and values are p
 then every one of the k*k window offsets (a - i, b - j) is a plain 4-D slice of the padded
 maps. No tensor has more than five dimensions, no matmul is batched over more than the
 image, and there is no patch extraction, so the graph converts to TFLite's builtin op set
-(PAD, SLICE, ADD, MUL, SUM, RESHAPE, PACK, SOFTMAX) and runs under every Keras backend.
-It is exact (the same numbers as `local_attention_reference`) and returns the attention
-weights on request. Its graph grows with k*k, one slice per window offset; speed against
-the blocked implementation: docs/performance.md.
+(PAD, SLICE, ADD, MUL, SUM, SELECT_V2, RESHAPE, PACK, SOFTMAX) and runs under every Keras
+backend. It is exact (the same numbers as `local_attention_reference`) and returns the
+attention weights on request. Its border mask is a select against the window centre's
+logit (`_mask_border`), so that the logits keep a range int8 quantization can calibrate.
+Its graph grows with k*k, one slice per window offset; speed against the blocked
+implementation: docs/performance.md.
 """
 
 from keras import ops
 
-from keras_sasa.ops._common import MASKED
+from keras_sasa.ops._common import MASK_MARGIN
 from keras_sasa.ops._common import check_args
 from keras_sasa.ops._common import logit_scale
 
@@ -115,12 +117,13 @@ def local_attention_unrolled(
         k_ab = shifted(keys, a, b)
         if relative is not None:
             k_ab = k_ab + relative[p]
-        logit = ops.sum(ops.reshape(q * k_ab, (batch, height, width, num_heads, key_dim)), -1)
-        if border == "mask":
-            logit = logit + (1.0 - shifted(inside, a, b)) * MASKED
-        logits.append(logit)
-    # Softmax over the window on a matrix: TFLite's and TF's CPU kernels take few dimensions.
+        logits.append(
+            ops.sum(ops.reshape(q * k_ab, (batch, height, width, num_heads, key_dim)), -1)
+        )
     window = len(offsets)
+    if border == "mask" and window > 1:
+        logits = _mask_border(logits, [shifted(inside, a, b) for a, b in offsets])
+    # Softmax over the window on a matrix: TFLite's and TF's CPU kernels take few dimensions.
     logits = ops.reshape(ops.stack(logits, axis=-1), (-1, window))
     # A one-position window (kernel_size 1) has weight 1; Keras warns on a size-1 softmax.
     probs = ops.ones_like(logits) if window == 1 else ops.softmax(logits, axis=-1)
@@ -133,5 +136,26 @@ def local_attention_unrolled(
         term = weights[..., p : p + 1] * v_ab
         out = term if out is None else out + term
     if return_attention_scores:
+        if border == "mask" and window > 1:
+            # Exactly 0 outside the image (the values there are zeros, so the output needs
+            # no such step).
+            inside_all = ops.stack([shifted(inside, a, b)[..., 0] for a, b in offsets], -1)
+            probs = probs * inside_all[:, :, :, None, :]
         return out, probs
     return out
+
+
+def _mask_border(logits, inside):
+    """The logits per window offset, with those outside the image (`inside` 0) set to the
+    window centre's logit minus `MASK_MARGIN`.
+
+    The centre is always inside, so a masked position weighs at most exp(-MASK_MARGIN) of
+    it, whatever the logits' scale (unscaled logits too), and the masked logits stay in
+    the range of the real ones: int8 quantization calibrates one scale over them. A select,
+    not an added -1e9, for that reason.
+    """
+    centre = logits[len(logits) // 2] - MASK_MARGIN
+    return [
+        logit if p == len(logits) // 2 else ops.where(within > 0.5, logit, centre)
+        for p, (logit, within) in enumerate(zip(logits, inside, strict=True))
+    ]
