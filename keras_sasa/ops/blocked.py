@@ -214,12 +214,13 @@ class _Blocks:
         grad = ops.slice(grad, (self.halo, self.halo, 0, 0, 0), sizes)
         return ops.transpose(grad, (2, 0, 1, 3, 4))
 
-    def masks(self):
-        """Row and column logit bias, (d*d, 1, P, M, 1) and (d*d, 1, P, 1, M) float32
-        (P = nbh * nbw * b * b): 0 where the key is in the query's window (and, with
-        border "mask", in the image), MASKED elsewhere."""
+    def masks(self, per_block=False):
+        """Row and column logit bias, float32: 0 where the key is in the query's window
+        (and, with border "mask", in the image), MASKED elsewhere. Shaped to add to the
+        (d*d, batch * N, P, M, M) logits (P = nbh * nbw * b * b): (d*d, 1, P, M, 1) and
+        (d*d, 1, P, 1, M); or, `per_block`, both (d*d, 1, nbh * nbw, 1, b*b * M)."""
         args = (self.height, self.width, self.d, self.nbh, self.nbw, self.b, self.k)
-        return self._const(_masks, *args, self.border == "mask")
+        return self._const(_masks, *args, self.border == "mask", per_block)
 
 
 @functools.lru_cache(maxsize=256)
@@ -259,7 +260,7 @@ def _axis_inside(xp, size, d, num_blocks, b, k, mask_border):
     return inside
 
 
-def _masks(xp, height, width, d, nbh, nbw, b, k, mask_border):
+def _masks(xp, height, width, d, nbh, nbw, b, k, mask_border, per_block):
     """See `_Blocks.masks`. Grid g = row offset * d + column offset."""
     mem = b + k - 1
     rows = xp.repeat(_axis_inside(xp, height, d, nbh, b, k, mask_border), d, axis=0)
@@ -268,11 +269,14 @@ def _masks(xp, height, width, d, nbh, nbw, b, k, mask_border):
     rows = xp.broadcast_to(rows[:, None, :, None, :, None, :], full)
     cols = xp.broadcast_to(cols[:, None, None, :, None, :, :], full)
     per_query = (d * d, 1, nbh * nbw * b * b)
+    row_shape, col_shape = per_query + (mem, 1), per_query + (1, mem)
+    if per_block:
+        row_shape = col_shape = (d * d, 1, nbh * nbw, 1, b * b * mem)
 
     def bias(inside, shape):
         return xp.reshape(_cast(xp, xp.where(inside, 0.0, MASKED), "float32"), shape)
 
-    return bias(rows, per_query + (mem, 1)), bias(cols, per_query + (1, mem))
+    return bias(rows, row_shape), bias(cols, col_shape)
 
 
 @functools.lru_cache(maxsize=64)
@@ -339,7 +343,7 @@ def _attention(blocks, q, k, v, *tables):
     @ops.custom_gradient
     def attend(q, k, v, *tables):
         qb, km, vm = t.queries(q), t.memory(k), t.memory(v)
-        row_term, col_term = t.masks()
+        row_term, col_term = t.masks(per_block=bool(tables))
         if tables:
             # Relative logits per offset (k per axis), then shifted into the memory
             # positions by one gather.
@@ -354,9 +358,13 @@ def _attention(blocks, q, k, v, *tables):
             tables_t = ops.broadcast_to(ops.transpose(offset_tables, (1, 2, 0)), by_offset)
             offsets = ops.matmul(queries, tables_t)  # (G, N, blocks * b*b, 2k)
             rel = ops.take(ops.reshape(offsets, (-1, bb * 2 * kernel)), skew, axis=1)
-            row_rel, col_rel = ops.split(ops.reshape(rel, (-1, 2, bb * mem)), 2, axis=1)
-            row_term = ops.reshape(row_rel, (grids, -1, per_grid, mem, 1)) + row_term
-            col_term = ops.reshape(col_rel, (grids, -1, per_grid, 1, mem)) + col_term
+            rel = ops.reshape(rel, (grids, -1, t.nbh * t.nbw, 2, bb * mem))
+            row_rel, col_rel = ops.split(rel, 2, axis=3)
+            # Masked per block, then reshaped: added to the logits as they are, the masks
+            # would join the logits' sum, which TF's graph optimizer then reorders into
+            # three passes over the logits instead of two.
+            row_term = ops.reshape(row_rel + row_term, (grids, -1, per_grid, mem, 1))
+            col_term = ops.reshape(col_rel + col_term, (grids, -1, per_grid, 1, mem))
 
         def probs():
             """Softmax weights (X, b*b, M*M), float32, of the biased block logits."""
@@ -392,7 +400,10 @@ def _attention(blocks, q, k, v, *tables):
                 tables_b = ops.broadcast_to(ops.transpose(offset_tables, (1, 0, 2)), by_channel)
                 dqueries = ops.matmul(doffsets, tables_b)
                 dqb = dqb + ops.reshape(dqueries, (-1, bb, key_dim))
-                dtable = ops.einsum("gnpd,gnpk->knd", queries, doffsets)  # (2k, N, D)
+                # Per image, then summed over the images: the order TensorFlow's own
+                # gradient of the broadcast matmul adds in, so training gives the same bits.
+                dtable = ops.sum(ops.einsum("gnpd,gnpk->gndk", queries, doffsets), axis=0)
+                dtable = ops.transpose(dtable, (2, 0, 1))  # (2k, N, D)
                 row_dim = tables[0].shape[-1]
                 drow = ops.slice(dtable, (0, 0, 0), (kernel, num_heads, row_dim))
                 dcol = ops.slice(dtable, (kernel, 0, row_dim), tables[1].shape)
