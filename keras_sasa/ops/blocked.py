@@ -137,7 +137,6 @@ class _Blocks:
     def __init__(self, height, width, dilation, block_size, kernel_size, border):
         d, b, k = dilation, block_size, kernel_size
         self.static = isinstance(height, int) and isinstance(width, int)
-        self.xp = np if self.static else ops
         self.height, self.width, self.d, self.b, self.k = height, width, d, b, k
         self.border = border
         self.halo = k // 2
