@@ -221,8 +221,10 @@ class LocalSelfAttention2D(keras.layers.Layer):
         if self.use_bias:
             qkv = qkv + ops.cast(self.qkv_bias, self.compute_dtype)
         shape = ops.shape(x)
-        heads = (shape[0], shape[1], shape[2], self.num_heads, self.head_size)
-        query, key, value = (ops.reshape(t, heads) for t in ops.split(qkv, 3, axis=-1))
+        # One reshape to (q, k, v) x heads, then one split: a reshape each would put three
+        # more ops (and their gradients) in the graph.
+        heads = (shape[0], shape[1], shape[2], 3 * self.num_heads, self.head_size)
+        query, key, value = ops.split(ops.reshape(qkv, heads), 3, axis=3)
         k = self._window(x.shape[1], x.shape[2])
         cut = (self.kernel_size - k) // 2
         if self.use_relative_position:

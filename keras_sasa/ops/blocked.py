@@ -8,14 +8,22 @@ runs through a space-to-batch reshape: a dilated window is a plain window on eac
 dilation**2 interleaved sub-grids. The blocked layout follows tensor2tensor's 2-D local
 attention and timm's HaloAttn, with the exact per-query window of the paper.
 
-The attention of each block has a hand-written gradient (`_attend`) in the form flash
-attention uses: the softmax weights are recomputed in the backward pass instead of kept,
-and the softmax's correction term comes from the output, so the backward pass holds one
-fewer block-logits-sized tensor and makes one fewer pass over it.
+The whole attention, from the (batch, height, width, heads, channels) tensors to the
+output, has one hand-written gradient (`_attention`), in the form flash attention uses:
+the softmax weights are recomputed in the backward pass instead of kept, and the
+softmax's correction term comes from the output, so the backward pass holds one fewer
+block-logits-sized tensor and makes one fewer pass over it. Being hand-written, the
+backward pass is also short: the blocking, the gather, the masks and the relative logits
+put no gradient ops of their own in the graph, which keeps the first training step's
+tracing (`benchmarks/trace_time.py`) near a convolution's.
 
-Spatial sizes may be unknown on TensorFlow (graph tensors); every shape is read with
-`ops.shape` and only the head and channel sizes must be static.
+Everything that depends only on the shapes (the masks, the gather and shift indices) is
+built in NumPy at trace time, once per shape, and enters the graph as a constant. Spatial
+sizes may be unknown on TensorFlow (graph tensors): then the same code builds those
+tensors with `keras.ops`. Only the head and channel sizes must be static.
 """
+
+import functools
 
 import numpy as np
 from keras import ops
@@ -23,78 +31,6 @@ from keras import ops
 from keras_sasa.ops._common import MASKED
 from keras_sasa.ops._common import check_args
 from keras_sasa.ops._common import logit_scale
-
-
-def _pad_to(x, axis, before, total):
-    """Zero-pads `x` along `axis` with `before` in front and up to length `total`."""
-    size = ops.shape(x)[axis]
-    paddings = [[0, 0]] * len(x.shape)
-    paddings[axis] = [before, total - size - before]
-    return ops.pad(x, paddings)
-
-
-def _take(x, axis, start, size):
-    """`size` entries of `x` from `start` along `axis`: a slice, whose gradient on
-    TensorFlow is a pad (a strided slice's gradient is a scatter)."""
-    starts = [0] * len(x.shape)
-    starts[axis] = start
-    # Sizes spelled out: the PyTorch backend takes no -1 for "the rest".
-    sizes = list(ops.shape(x))
-    sizes[axis] = size
-    return ops.slice(x, starts, sizes)
-
-
-def _blocks_with_halo(x, axis, num_blocks, block_size, memory_size):
-    """Overlapping windows of `memory_size` starting every `block_size` along `axis`.
-
-    `x` must already be padded to at least (num_blocks + extra) * block_size along `axis`;
-    returns x with `axis` replaced by (num_blocks, memory_size). Built from reshapes,
-    slices and a concat, whose gradients are pads.
-    """
-    extra = -(-(memory_size - block_size) // block_size)
-    shape = list(ops.shape(x))
-    pieces = []
-    for j in range(extra + 1):
-        start = j * block_size
-        piece = _take(x, axis, start, num_blocks * block_size)
-        new_shape = shape[:axis] + [num_blocks, block_size] + shape[axis + 1 :]
-        pieces.append(ops.reshape(piece, new_shape))
-    joined = ops.concatenate(pieces, axis=axis + 1) if len(pieces) > 1 else pieces[0]
-    return _take(joined, axis + 1, 0, memory_size)
-
-
-def _offset_tables(row_table, col_table):
-    """(k, N, Dr) and (k, N, Dc) -> (N, Dr + Dc, 2k): one matmul gives both axes' logits.
-
-    Each head's query is [row part | column part]; the row table is zero on the column part
-    and the other way round.
-    """
-    row_dim, col_dim = row_table.shape[-1], col_table.shape[-1]
-    rows = ops.pad(row_table, [[0, 0], [0, 0], [0, col_dim]])
-    cols = ops.pad(col_table, [[0, 0], [0, 0], [row_dim, 0]])
-    return ops.transpose(ops.concatenate([rows, cols], axis=0), (1, 2, 0))
-
-
-def _skew(offsets, memory_size):
-    """(..., b, k) logits per offset -> (..., b, M): entry [i, m] = offsets[i, m - i].
-
-    Pairs outside the window (m - i outside 0..k-1) get 0; they are masked anyway. The
-    shift comes from padding each row to M + 1 and reading the rows back M wide.
-    """
-    lead = list(ops.shape(offsets)[:-2])
-    b, k = offsets.shape[-2], offsets.shape[-1]
-    padded = ops.pad(offsets, [[0, 0]] * (len(offsets.shape) - 1) + [[0, memory_size + 1 - k]])
-    flat = ops.reshape(padded, lead + [b * (memory_size + 1)])
-    flat = _take(flat, len(lead), 0, b * memory_size)
-    return ops.reshape(flat, lead + [b, memory_size])
-
-
-def _window_bias(block_size, kernel_size):
-    """(b, M) float32: 0 where memory position m is in the window of block position i."""
-    memory_size = block_size + kernel_size - 1
-    offsets = np.arange(memory_size)[None, :] - np.arange(block_size)[:, None]
-    inside = (offsets >= 0) & (offsets < kernel_size)
-    return np.where(inside, 0.0, MASKED).astype("float32")
 
 
 def default_block_size(height, width, kernel_size):
@@ -138,7 +74,7 @@ def _grids_to_space(x, d, height, width):
     x = ops.reshape(x, (d, d, -1, rows, cols, channels))
     x = ops.transpose(x, (2, 3, 0, 4, 1, 5))
     x = ops.reshape(x, (-1, rows * d, cols * d, channels))
-    return _take(_take(x, 1, 0, height), 2, 0, width)
+    return ops.slice(x, (0, 0, 0, 0), (ops.shape(x)[0], height, width, channels))
 
 
 def local_attention_blocked(
@@ -167,13 +103,6 @@ def local_attention_blocked(
 
     q = ops.cast(query, "float32") * logit_scale(scale, query.shape[4])
     tensors = [q, ops.cast(key, "float32"), value]
-    # Which rows / columns of each sub-grid are real pixels (grid g = row offset * d +
-    # column offset).
-    offsets = ops.arange(d)
-    rows = ops.arange((height + d - 1) // d)
-    cols = ops.arange((width + d - 1) // d)
-    row_inside = ops.repeat(offsets[:, None] + rows[None, :] * d < height, d, axis=0)
-    col_inside = ops.tile(offsets[:, None] + cols[None, :] * d < width, (d, 1))
     if d > 1:
         # A dilated window is a plain window on each of the d*d interleaved sub-grids.
         def to_grids(x):
@@ -183,16 +112,9 @@ def local_attention_blocked(
             return ops.reshape(grids, (sub[0], sub[1], sub[2], *x.shape[3:]))
 
         tensors = [to_grids(t) for t in tensors]
-    out = _blocked_core(
-        *tensors,
-        row_inside,
-        col_inside,
-        None if row_embeddings is None else ops.cast(row_embeddings, "float32"),
-        None if column_embeddings is None else ops.cast(column_embeddings, "float32"),
-        kernel_size,
-        border,
-        block_size,
-    )
+    if row_embeddings is not None:
+        tensors += [ops.cast(row_embeddings, "float32"), ops.cast(column_embeddings, "float32")]
+    out = _attention(_Blocks(height, width, d, block_size, kernel_size, border), *tensors)
     if d > 1:
         sub = ops.shape(out)
         flat = ops.reshape(out, (sub[0], sub[1], sub[2], int(np.prod(value.shape[3:]))))
@@ -201,24 +123,185 @@ def local_attention_blocked(
     return out
 
 
-def _blocked_core(q, k, v, row_inside, col_inside, row_table, col_table, kernel_size, border, b):
-    """Blocked attention over (grids * batch, H, W, N, D) tensors, undilated.
+class _Blocks:
+    """How each of the d*d sub-grids of a height x width image is cut into b x b query
+    blocks and their M x M memory blocks (M = b + k - 1), and the layout changes between
+    the images and the blocks.
 
-    `row_inside` (grids, H) and `col_inside` (grids, W) flag the real pixels of each grid.
+    Images are (G, rows, cols, N, C), G = d*d*batch (grid major); blocks are
+    (X, b*b, C) for queries and (X, M*M, C) for memory, X = G * N * nbh * nbw (grid,
+    batch, head, block row, block column). Shape-only tensors are NumPy constants when
+    the sizes are ints, `keras.ops` tensors otherwise.
     """
-    qb, km, vm, row_term, col_term = _to_blocks(
-        q, k, v, row_inside, col_inside, row_table, col_table, kernel_size, border, b
+
+    def __init__(self, height, width, dilation, block_size, kernel_size, border):
+        d, b, k = dilation, block_size, kernel_size
+        self.static = isinstance(height, int) and isinstance(width, int)
+        self.height, self.width, self.d, self.b, self.k = height, width, d, b, k
+        self.border = border
+        self.halo = k // 2
+        self.mem = b + k - 1
+        self.rows, self.cols = (height + d - 1) // d, (width + d - 1) // d
+        self.nbh, self.nbw = (self.rows + b - 1) // b, (self.cols + b - 1) // b
+        # The padded image holds every memory block: the halo on both sides.
+        self.padded_rows = self.nbh * b + k - 1
+        self.padded_cols = self.nbw * b + k - 1
+
+    def _const(self, builder, *args):
+        """`builder(xp, *args)`: cached NumPy for static sizes, else keras.ops tensors."""
+        if not self.static:
+            return builder(ops, *args)
+        out = _numpy_cache(builder, args)
+        if isinstance(out, tuple):
+            return tuple(ops.convert_to_tensor(x) for x in out)
+        return ops.convert_to_tensor(out)
+
+    def queries(self, x):
+        """(G, rows, cols, N, C) -> (X, b*b, C), zero-padded to whole blocks."""
+        b, num_heads, channels = self.b, x.shape[3], x.shape[4]
+        more_rows, more_cols = self.nbh * b - self.rows, self.nbw * b - self.cols
+        if not self.static or more_rows or more_cols:
+            x = ops.pad(x, [[0, 0], [0, more_rows], [0, more_cols], [0, 0], [0, 0]])
+        x = ops.reshape(x, (-1, self.nbh, b, self.nbw, b, num_heads, channels))
+        x = ops.transpose(x, (0, 5, 1, 3, 2, 4, 6))
+        return ops.reshape(x, (-1, b * b, channels))
+
+    def images(self, blocks, num_heads):
+        """The inverse of `queries`: (X, b*b, C) -> (G, rows, cols, N, C)."""
+        b, channels = self.b, blocks.shape[-1]
+        x = ops.reshape(blocks, (-1, num_heads, self.nbh, self.nbw, b, b, channels))
+        x = ops.transpose(x, (0, 2, 4, 3, 5, 1, 6))
+        x = ops.reshape(x, (-1, self.nbh * b, self.nbw * b, num_heads, channels))
+        if self.static and self.nbh * b == self.rows and self.nbw * b == self.cols:
+            return x
+        sizes = (ops.shape(x)[0], self.rows, self.cols, num_heads, channels)
+        return ops.slice(x, (0, 0, 0, 0, 0), sizes)
+
+    def _memory_index(self):
+        return self._const(_memory_index, self.nbh, self.nbw, self.b, self.mem, self.padded_cols)
+
+    def memory(self, x):
+        """(G, rows, cols, N, C) -> (X, M*M, C): one gather from the padded image (a
+        single copy forward, a single scatter-add backward)."""
+        halo, channels = self.halo, x.shape[4]
+        x = ops.transpose(x, (0, 3, 1, 2, 4))
+        x = ops.pad(
+            x,
+            [
+                [0, 0],
+                [0, 0],
+                [halo, self.padded_rows - self.rows - halo],
+                [halo, self.padded_cols - self.cols - halo],
+                [0, 0],
+            ],
+        )
+        x = ops.reshape(x, (-1, self.padded_rows * self.padded_cols, channels))
+        x = ops.take(x, self._memory_index(), axis=1)
+        return ops.reshape(x, (-1, self.mem * self.mem, channels))
+
+    def memory_gradient(self, grad, num_heads):
+        """The gradient of `memory`: (X, M*M, C) -> (G, rows, cols, N, C), the scatter-add
+        of the gather over the block positions (rows of G*C values, as TensorFlow's own
+        gather gradient makes them)."""
+        channels = grad.shape[-1]
+        per_image = self.nbh * self.nbw * self.mem * self.mem
+        grad = ops.transpose(ops.reshape(grad, (-1, per_image, channels)), (1, 0, 2))
+        padded = self.padded_rows * self.padded_cols
+        grad = ops.segment_sum(grad, self._memory_index(), num_segments=padded)
+        grad = ops.reshape(grad, (self.padded_rows, self.padded_cols, -1, num_heads, channels))
+        sizes = (self.rows, self.cols, ops.shape(grad)[2], num_heads, channels)
+        grad = ops.slice(grad, (self.halo, self.halo, 0, 0, 0), sizes)
+        return ops.transpose(grad, (2, 0, 1, 3, 4))
+
+    def masks(self, per_block=False):
+        """Row and column logit bias, float32: 0 where the key is in the query's window
+        (and, with border "mask", in the image), MASKED elsewhere. Shaped to add to the
+        (d*d, batch * N, P, M, M) logits (P = nbh * nbw * b * b): (d*d, 1, P, M, 1) and
+        (d*d, 1, P, 1, M); or, `per_block`, both (d*d, 1, nbh * nbw, 1, b*b * M)."""
+        args = (self.height, self.width, self.d, self.nbh, self.nbw, self.b, self.k)
+        return self._const(_masks, *args, self.border == "mask", per_block)
+
+
+@functools.lru_cache(maxsize=256)
+def _numpy_cache(builder, args):
+    out = builder(np, *args)
+    for array in out if isinstance(out, tuple) else (out,):
+        array.flags.writeable = False
+    return out
+
+
+def _memory_index(xp, nbh, nbw, b, mem, padded_cols):
+    """(nbh * nbw * M * M,) int32: where memory position (i, j) of block (r, c) lies in
+    the flattened padded image, blocks major."""
+    rows = xp.arange(nbh)[:, None] * b + xp.arange(mem)[None, :]  # (nbh, M)
+    cols = xp.arange(nbw)[:, None] * b + xp.arange(mem)[None, :]  # (nbw, M)
+    index = rows[:, None, :, None] * padded_cols + cols[None, :, None, :]
+    return _cast(xp, xp.reshape(index, (-1,)), "int32")
+
+
+def _cast(xp, x, dtype):
+    return ops.cast(x, dtype) if xp is ops else x.astype(dtype)
+
+
+def _axis_inside(xp, size, d, num_blocks, b, k, mask_border):
+    """(d, num_blocks, b, M) bool along one axis, for each sub-grid offset: whether memory
+    position m of block j is in the window of the block's query p (and in the image)."""
+    mem = b + k - 1
+    position = xp.arange(b)[:, None]
+    memory = xp.arange(mem)[None, :]
+    window = (memory >= position) & (memory < position + k)  # (b, M)
+    inside = xp.broadcast_to(window[None, None], (d, num_blocks, b, mem))
+    if mask_border:
+        grid = xp.arange(num_blocks)[:, None] * b + memory - k // 2  # (blocks, M)
+        image = xp.arange(d)[:, None, None] + d * grid[None]  # (d, blocks, M)
+        real = (grid[None] >= 0) & (image < size)
+        inside = inside & real[:, :, None, :]
+    return inside
+
+
+def _masks(xp, height, width, d, nbh, nbw, b, k, mask_border, per_block):
+    """See `_Blocks.masks`. Grid g = row offset * d + column offset."""
+    mem = b + k - 1
+    rows = xp.repeat(_axis_inside(xp, height, d, nbh, b, k, mask_border), d, axis=0)
+    cols = xp.tile(_axis_inside(xp, width, d, nbw, b, k, mask_border), (d, 1, 1, 1))
+    full = (d * d, 1, nbh, nbw, b, b, mem)
+    rows = xp.broadcast_to(rows[:, None, :, None, :, None, :], full)
+    cols = xp.broadcast_to(cols[:, None, None, :, None, :, :], full)
+    per_query = (d * d, 1, nbh * nbw * b * b)
+    row_shape, col_shape = per_query + (mem, 1), per_query + (1, mem)
+    if per_block:
+        row_shape = col_shape = (d * d, 1, nbh * nbw, 1, b * b * mem)
+
+    def bias(inside, shape):
+        return xp.reshape(_cast(xp, xp.where(inside, 0.0, MASKED), "float32"), shape)
+
+    return bias(rows, row_shape), bias(cols, col_shape)
+
+
+@functools.lru_cache(maxsize=64)
+def _relative_indices(b, k):
+    """Shift indices between per-offset and per-memory-position relative logits.
+
+    `skew` (2 * b*b * M,): takes each block query's (b*b, 2k) logits per offset ([row
+    offsets | column offsets]) to (2, b*b, M), entry [0, (p, q), m] = row logit of offset
+    m - p, [1, (p, q), m] = column logit of offset m - q. Pairs outside the window read a
+    clipped offset; they are masked. `unskew` (b*b * 2k,): the way back, from the
+    (b*b, 2, M) row and column sums of the logits' gradient, which are exactly 0 outside
+    the window.
+    """
+    mem = b + k - 1
+    p, q, m = np.meshgrid(np.arange(b), np.arange(b), np.arange(mem), indexing="ij")
+    query = p * b + q
+    skew = np.stack(
+        [query * 2 * k + np.clip(m - p, 0, k - 1), query * 2 * k + k + np.clip(m - q, 0, k - 1)]
     )
-    out = _attend(qb, km, vm, row_term, col_term, bias_grad=row_table is not None)
-    return _from_blocks(out, q, b)
+    p, q, a = np.meshgrid(np.arange(b), np.arange(b), np.arange(k), indexing="ij")
+    query = p * b + q
+    unskew = np.stack([(query * 2 + 0) * mem + a + p, (query * 2 + 1) * mem + a + q], axis=-2)
+    return skew.reshape(-1).astype("int32"), unskew.reshape(-1).astype("int32")
 
 
-def _probs(qb, km, row_term, col_term):
-    """Softmax weights (X, b*b, M*M), float32, of the biased block logits."""
-    logits = ops.einsum("xqd,xmd->xqm", qb, km)  # (X, b*b, M*M)
-    return _biased_softmax(logits, row_term, col_term)
-
-
+@functools.lru_cache(maxsize=64)
 def _selectors(mem):
     """(M*M, 2M) float32 0/1 matrix: logits (M*M,) @ it = [row sums (M,), column sums (M,)]."""
     rows, cols = np.divmod(np.arange(mem * mem), mem)
@@ -228,151 +311,109 @@ def _selectors(mem):
     return out
 
 
-def _attend(qb, km, vm, row_term, col_term, bias_grad):
-    """softmax(qb km^T + row_term + col_term) vm, with a hand-written gradient.
+def _offset_tables(row_table, col_table):
+    """(k, N, Dr) and (k, N, Dc) -> (2k, N, Dr + Dc): row offsets then column offsets.
+
+    Each head's query is [row part | column part]; the row table is zero on the column part
+    and the other way round, so that one matmul gives both axes' logits.
+    """
+    row_dim, col_dim = row_table.shape[-1], col_table.shape[-1]
+    rows = ops.pad(row_table, [[0, 0], [0, 0], [0, col_dim]])
+    cols = ops.pad(col_table, [[0, 0], [0, 0], [row_dim, 0]])
+    return ops.concatenate([rows, cols], axis=0)
+
+
+def _attention(blocks, q, k, v, *tables):
+    """Blocked attention over (G, rows, cols, N, D) tensors, undilated, with its gradient.
+
+    `tables` are the (k, N, Dr) row and (k, N, Dc) column tables, or nothing.
 
     The gradient is the softmax's in its flash-attention form: sum_m p_m dp_m, the term
     every logit's gradient subtracts, equals dout . out, a sum over the value channels
     instead of over the M*M memory positions. The weights are recomputed in the backward
     pass rather than stored from the forward one, so no (X, b*b, M*M) tensor outlives
-    either pass. The bias terms get their gradients (sums of the logits' gradient over
-    the other axis) only when they carry relative logits (`bias_grad`); masks alone are
-    constants.
+    either pass.
     """
+    t = blocks
+    num_heads, key_dim = q.shape[3], q.shape[4]
+    bb, mem, kernel = t.b * t.b, t.mem, t.k
+    grids, per_grid = t.d * t.d, t.nbh * t.nbw * bb
 
     @ops.custom_gradient
-    def attend(qb, km, vm, row_term, col_term):
-        out = ops.matmul(ops.cast(_probs(qb, km, row_term, col_term), vm.dtype), vm)
+    def attend(q, k, v, *tables):
+        qb, km, vm = t.queries(q), t.memory(k), t.memory(v)
+        row_term, col_term = t.masks(per_block=bool(tables))
+        if tables:
+            # Relative logits per offset (k per axis), then shifted into the memory
+            # positions by one gather.
+            skew, unskew = (ops.convert_to_tensor(i) for i in _relative_indices(t.b, kernel))
+            offset_tables = _offset_tables(*tables)  # (2k, N, D)
+            batch = ops.shape(q)[0]
+            queries = ops.reshape(qb, (batch, num_heads, -1, key_dim))
+            # Tables broadcast by hand: TF 2.21's batched matmul gives wrong numbers (and
+            # corrupts memory) when it broadcasts a batch of 1 head against several
+            # (tensorflow/tensorflow#117700; reproduced by tests/test_tf_workarounds.py).
+            by_offset = (batch, num_heads, key_dim, 2 * kernel)
+            tables_t = ops.broadcast_to(ops.transpose(offset_tables, (1, 2, 0)), by_offset)
+            offsets = ops.matmul(queries, tables_t)  # (G, N, blocks * b*b, 2k)
+            rel = ops.take(ops.reshape(offsets, (-1, bb * 2 * kernel)), skew, axis=1)
+            rel = ops.reshape(rel, (grids, -1, t.nbh * t.nbw, 2, bb * mem))
+            row_rel, col_rel = ops.split(rel, 2, axis=3)
+            # Masked per block, then reshaped: added to the logits as they are, the masks
+            # would join the logits' sum, which TF's graph optimizer then reorders into
+            # three passes over the logits instead of two.
+            row_term = ops.reshape(row_rel + row_term, (grids, -1, per_grid, mem, 1))
+            col_term = ops.reshape(col_rel + col_term, (grids, -1, per_grid, 1, mem))
+
+        def probs():
+            """Softmax weights (X, b*b, M*M), float32, of the biased block logits."""
+            logits = ops.einsum("xqd,xmd->xqm", qb, km)
+            logits = ops.reshape(logits, (grids, -1, per_grid, mem, mem))
+            logits = logits + row_term + col_term
+            weights = ops.softmax(ops.reshape(logits, (-1, mem * mem)), axis=-1)
+            return ops.reshape(weights, (-1, bb, mem * mem))
+
+        out_blocks = ops.matmul(ops.cast(probs(), vm.dtype), vm)
 
         def grad(*args, upstream=None):
-            dout = args[0] if upstream is None else upstream
-            probs = _probs(qb, km, row_term, col_term)
-            dprobs = ops.cast(ops.einsum("xqv,xmv->xqm", dout, vm), "float32")
+            dout = t.queries(args[0] if upstream is None else upstream)
+            weights = probs()
+            dweights = ops.cast(ops.einsum("xqv,xmv->xqm", dout, vm), "float32")
             delta = ops.sum(
-                ops.cast(dout, "float32") * ops.cast(out, "float32"), axis=-1, keepdims=True
+                ops.cast(dout, "float32") * ops.cast(out_blocks, "float32"), -1, keepdims=True
             )
-            dlogits = probs * (dprobs - delta)  # (X, b*b, M*M)
+            dlogits = weights * (dweights - delta)  # (X, b*b, M*M)
             dqb = ops.einsum("xqm,xmd->xqd", dlogits, km)
             dkm = ops.einsum("xqm,xqd->xmd", dlogits, qb)
-            dvm = ops.einsum("xqm,xqv->xmv", ops.cast(probs, vm.dtype), dout)
-            if bias_grad:
-                # Row and column sums of each query's M x M logits as one matmul against
-                # 0/1 selectors, one pass; TF's CPU reduction over a middle axis is slow.
-                mem = col_term.shape[-1]
-                sums = ops.matmul(
-                    ops.reshape(dlogits, (-1, mem * mem)), ops.convert_to_tensor(_selectors(mem))
-                )
-                drow, dcol = ops.split(sums, 2, axis=-1)
-                drow = ops.reshape(drow, ops.shape(row_term))
-                dcol = ops.reshape(dcol, ops.shape(col_term))
-            else:
-                drow, dcol = ops.zeros_like(row_term), ops.zeros_like(col_term)
-            return dqb, dkm, dvm, drow, dcol
+            dvm = ops.einsum("xqm,xqv->xmv", ops.cast(weights, vm.dtype), dout)
+            dtables = ()
+            if tables:
+                # Row and column sums of each query's M x M logit gradients as one matmul
+                # against 0/1 selectors, one pass; TF's CPU reduction over a middle axis
+                # is slow.
+                selectors = ops.convert_to_tensor(_selectors(mem))
+                sums = ops.matmul(ops.reshape(dlogits, (-1, mem * mem)), selectors)
+                doffsets = ops.take(ops.reshape(sums, (-1, bb * 2 * mem)), unskew, axis=1)
+                doffsets = ops.reshape(doffsets, (batch, num_heads, -1, 2 * kernel))
+                by_channel = (batch, num_heads, 2 * kernel, key_dim)
+                tables_b = ops.broadcast_to(ops.transpose(offset_tables, (1, 0, 2)), by_channel)
+                dqueries = ops.matmul(doffsets, tables_b)
+                dqb = dqb + ops.reshape(dqueries, (-1, bb, key_dim))
+                # Per image, then summed over the images: the order TensorFlow's own
+                # gradient of the broadcast matmul adds in, so training gives the same bits.
+                dtable = ops.sum(ops.einsum("gnpd,gnpk->gndk", queries, doffsets), axis=0)
+                dtable = ops.transpose(dtable, (2, 0, 1))  # (2k, N, D)
+                row_dim = tables[0].shape[-1]
+                drow = ops.slice(dtable, (0, 0, 0), (kernel, num_heads, row_dim))
+                dcol = ops.slice(dtable, (kernel, 0, row_dim), tables[1].shape)
+                dtables = (drow, dcol)
+            return (
+                t.images(dqb, num_heads),
+                t.memory_gradient(dkm, num_heads),
+                t.memory_gradient(dvm, num_heads),
+                *dtables,
+            )
 
-        return out, grad
+        return t.images(out_blocks, num_heads), grad
 
-    return attend(qb, km, vm, row_term, col_term)
-
-
-def _to_blocks(q, k, v, row_inside, col_inside, row_table, col_table, kernel_size, border, b):
-    """Query blocks, memory blocks and the per-axis logit terms.
-
-    Returns qb (X, b*b, D), km (X, M*M, D), vm (X, M*M, Dv), row_term (X, b, b, M, 1) and
-    col_term (X, b, b, 1, M), X = grids * batch * heads * blocks. Heads go into the batch,
-    so that every block of every head is one small matmul.
-    """
-    shape = ops.shape(q)
-    gb, height, width = shape[0], shape[1], shape[2]
-    grids = ops.shape(row_inside)[0]
-    num_heads, key_dim = q.shape[3], q.shape[4]
-    halo = kernel_size // 2
-    mem = b + kernel_size - 1
-    nbh = (height + b - 1) // b
-    nbw = (width + b - 1) // b
-    extra = -(-(mem - b) // b)
-
-    def heads_first(x):  # (gb, H, W, N, D) -> (gb * N, H, W, D)
-        x = ops.transpose(x, (0, 3, 1, 2, 4))
-        return ops.reshape(x, (-1, height, width, x.shape[-1]))
-
-    # Queries: (G, nbh, b, nbw, b, D) -> (G * nbh * nbw, b * b, D), rows major.
-    qb = _pad_to(_pad_to(heads_first(q), 1, 0, nbh * b), 2, 0, nbw * b)
-    qb = ops.reshape(qb, (-1, nbh, b, nbw, b, key_dim))
-    qb = ops.reshape(ops.transpose(qb, (0, 1, 3, 2, 4, 5)), (-1, b * b, key_dim))
-
-    def halo_blocks(x, axis, num_blocks):
-        x = _pad_to(x, axis, halo, (num_blocks + extra) * b)
-        return _blocks_with_halo(x, axis, num_blocks, b, mem)
-
-    # Memory blocks by one gather from the padded image: a single copy forward, a single
-    # scatter-add backward, where slices and concats would make one pass each.
-    padded_width = (nbw + extra) * b
-    rows = ops.arange(nbh)[:, None] * b + ops.arange(mem)[None, :]  # (nbh, M)
-    cols = ops.arange(nbw)[:, None] * b + ops.arange(mem)[None, :]  # (nbw, M)
-    index = ops.reshape(rows[:, None, :, None] * padded_width + cols[None, :, None, :], (-1,))
-
-    def memory(x):  # (G, H, W, C) -> (G * nbh * nbw, M * M, C)
-        x = _pad_to(heads_first(x), 1, halo, (nbh + extra) * b)
-        x = _pad_to(x, 2, halo, padded_width)
-        x = ops.take(ops.reshape(x, (ops.shape(x)[0], -1, x.shape[-1])), index, axis=1)
-        return ops.reshape(x, (-1, mem * mem, x.shape[-1]))
-
-    # Per-axis terms (X, b_row, b_col, M): relative logits plus the window and border
-    # masks, all separable over rows and columns. Tiled, not broadcast: TF (when this
-    # runs without XLA) broadcasts at most 5 alternating dimensions.
-    window = ops.convert_to_tensor(_window_bias(b, kernel_size))  # (b, M)
-    bn = gb // grids * num_heads
-
-    def axis_bias(inside, num_blocks):  # -> (grids, blocks, b, M)
-        if border == "zeros":
-            return ops.tile(window[None, None], (grids, num_blocks, 1, 1))
-        blocks = halo_blocks(ops.cast(inside, "float32"), 1, num_blocks)
-        return window[None, None] + ((1.0 - blocks) * MASKED)[:, :, None, :]
-
-    row_term = ops.reshape(axis_bias(row_inside, nbh), (grids, 1, nbh, 1, b, 1, mem))
-    row_term = ops.tile(row_term, (1, bn, 1, nbw, 1, b, 1))
-    col_term = ops.reshape(axis_bias(col_inside, nbw), (grids, 1, 1, nbw, 1, b, mem))
-    col_term = ops.tile(col_term, (1, bn, nbh, 1, b, 1, 1))
-    if row_table is not None:
-        # Relative logits per offset (k per axis), then shifted into the memory positions.
-        queries = ops.reshape(qb, (gb, num_heads, nbh * nbw * b * b, key_dim))
-        # Tables broadcast by hand: TF 2.21's batched matmul gives wrong numbers (and
-        # corrupts memory) when it broadcasts a batch of 1 head against several
-        # (tensorflow/tensorflow#117700; reproduced by tests/test_tf_workarounds.py).
-        tables = ops.broadcast_to(
-            _offset_tables(row_table, col_table), (gb, num_heads, key_dim, 2 * kernel_size)
-        )
-        offsets = ops.matmul(queries, tables)  # (gb, N, blocks * b * b, 2k)
-        offsets = ops.reshape(offsets, (-1, b, b, 2 * kernel_size))
-        row_rel, col_rel = ops.split(offsets, 2, axis=-1)  # (X, b_row, b_col, k)
-        row_rel = ops.transpose(_skew(ops.transpose(row_rel, (0, 2, 1, 3)), mem), (0, 2, 1, 3))
-        row_term += ops.reshape(row_rel, ops.shape(row_term))
-        col_term += ops.reshape(_skew(col_rel, mem), ops.shape(col_term))
-    row_term = ops.reshape(row_term, (-1, b, b, mem, 1))
-    col_term = ops.reshape(col_term, (-1, b, b, 1, mem))
-    return qb, memory(k), memory(v), row_term, col_term
-
-
-def _biased_softmax(logits, row_term, col_term):
-    _, b, _, _, mem = col_term.shape
-    logits = ops.reshape(logits, (-1, b, b, mem, mem)) + row_term + col_term
-    probs = ops.softmax(ops.reshape(logits, (-1, mem * mem)), axis=-1)
-    return ops.reshape(probs, (-1, b * b, mem * mem))
-
-
-def _from_blocks(out, q, b):
-    """(X, b*b, Dv) block outputs -> (batch, H, W, N, Dv), the layout of the queries `q`.
-
-    Only the shape of `q` is read.
-    """
-    shape = ops.shape(q)
-    height, width, num_heads, value_dim = shape[1], shape[2], q.shape[3], out.shape[-1]
-    nbh = (height + b - 1) // b
-    nbw = (width + b - 1) // b
-    out = ops.reshape(out, (-1, nbh, nbw, b, b, value_dim))
-    out = ops.transpose(out, (0, 1, 3, 2, 4, 5))
-    out = ops.reshape(out, (-1, num_heads, nbh * b, nbw * b, value_dim))
-    out = _take(_take(out, 2, 0, height), 3, 0, width)
-    out = ops.transpose(out, (0, 2, 3, 1, 4))
-    # A reshape that changes nothing but restores the static head and channel sizes.
-    return ops.reshape(out, (-1, height, width, num_heads, value_dim))
+    return attend(q, k, v, *tables)
