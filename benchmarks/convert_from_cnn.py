@@ -8,7 +8,7 @@ and budget: the same data order, epochs, schedule, EMA and batch norm settings. 
 conversion of the baseline has exactly the SASA model's layers; only the starting
 weights differ.
 
-Writes benchmarks/results/convert_<dataset>_e<epochs>.json and .md: per seed and as
+Writes benchmarks/results/convert_<dataset>[_e<epochs>].json and .md: per seed and as
 mean +- standard deviation, the test accuracy and loss, and the first epoch whose
 validation accuracy (the test split, as history.csv records it) reaches 95%. Runs are
 kept under --output-dir: a finished run is reported, not trained again.
