@@ -165,7 +165,7 @@ def test_the_users_own_tensorflow_log_level_wins(tmp_path, level):
     # through at that level (they come before absl reads it).
     path = bad_keras_file(tmp_path)
     done = run(
-        ["-m", "keras_sasa", "export", str(path), "--format", "tflite", "--output", "m"],
+        ["-m", "keras_sasa", "export", str(path), "--format", "tflite", "--output", "m.tflite"],
         TF_CPP_MIN_LOG_LEVEL=level,
     )
     assert done.returncode == 2
