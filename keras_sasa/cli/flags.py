@@ -94,7 +94,7 @@ def stage_strides(text):
     """ "1,2,2,2" -> (1, 2, 2, 2): the groups' strides, checked as `TrainConfig` does."""
     strides = int_list(text)
     try:
-        return validation.stage_strides(strides)
+        return validation.stage_strides("stage_strides", strides)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
