@@ -172,13 +172,6 @@ def _machine():
             "keras": keras.__version__}  # fmt: skip
 
 
-def _commit():
-    out = subprocess.run(
-        ["git", "-C", HERE, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    return out.stdout.strip() or None
-
-
 def measure(model, repeats, later_steps):
     runs = {variant: [] for variant in VARIANTS}
     for _ in range(repeats):
@@ -234,7 +227,6 @@ def main():
         result = {
             "model": model,
             "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-            "commit": _commit(),
             "machine": _machine(),
             "load_average": os.getloadavg()[0],
             "repeats": args.repeats,
