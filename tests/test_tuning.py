@@ -200,6 +200,8 @@ def test_a_stem_too_large_for_the_images_is_refused_before_searching(digits_dir)
         (dict(max_trials=2.5), TypeError, "`max_trials`"),
         (dict(epochs=0), ValueError, "Received: epochs=0"),
         (dict(hyperband_factor=1), ValueError, "Received: hyperband_factor=1"),
+        (dict(epochs=10**20), ValueError, "Expected a value in [1, 1000] (the run builds"),
+        (dict(validation_split=float("inf")), ValueError, "Expected a finite value."),
     ],
 )
 def test_bad_search_arguments_raise_before_anything_is_written(arguments, error, message, tmp_path):
