@@ -212,6 +212,18 @@ def test_bad_search_arguments_raise_before_anything_is_written(arguments, error,
     assert not output_dir.exists()
 
 
+def test_a_trial_whose_loss_is_not_finite_fails_rather_than_scores(digits_dir, tmp_path):
+    results = tuning.search(
+        tiny_config(digits_dir),
+        SearchSpace(**{**SPACE, "learning_rate": 1e10}),
+        max_trials=1,
+        output_dir=str(tmp_path / "search"),
+        log=lambda message: None,
+    )
+    assert [trial["status"] for trial in results["trials"]] == ["FAILED"]
+    assert results["best_score"] is None
+
+
 # The command line: errors.
 
 
