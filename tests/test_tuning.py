@@ -431,7 +431,11 @@ def test_trials_under_mixed_float16_validate_with_the_ema_weights(digits_dir):
     passed = {}
     model.fit = lambda *args, **kwargs: passed.update(kwargs)  # Only the arguments.
     hypermodel.fit(hp, model, epochs=1)
-    assert [type(c) for c in passed["callbacks"]] == [keras.callbacks.SwapEMAWeights]
+    # The non-finite check first (no later callback sees a diverged epoch), then the EMA swap.
+    assert [type(c) for c in passed["callbacks"]] == [
+        training.callbacks.StopOnNonFiniteLoss,
+        keras.callbacks.SwapEMAWeights,
+    ]
 
 
 def test_a_random_search_keeps_no_trial_checkpoints(finished_search):
