@@ -80,7 +80,8 @@ _FRACTION = {"low": 0, "high": 1}
 # The largest counts and sizes a run takes; larger ones are refused, saying why.
 # Every epoch's pipeline is built when a run starts (`data.load_dataset(initial_epoch=...)`,
 # so that a resumed run reads what an uninterrupted one did), in a time that grows faster
-# than the number of epochs: minutes for 1,000. The paper trains for 130.
+# than the number of epochs: minutes for 1,000 (benchmarks/epoch_pipelines.py). The paper
+# trains for 130.
 MAX_EPOCHS = 1000
 # Layer outputs grow with the square of the side: at 4,096 pixels one image's are
 # (4096 / 224)**2 = 334 times those of an ImageNet image, tens of gigabytes per image.
