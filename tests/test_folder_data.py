@@ -221,6 +221,9 @@ def bad_folder(kind, tmp_path):
     if kind == "not an image":
         (root / "one" / "x.png").write_text("text, not a PNG")
         return str(root), f"Cannot read the image '{root / 'one' / 'x.png'}'"
+    if kind == "a link to nowhere":
+        os.symlink(root / "one" / "nowhere.png", root / "one" / "x.png")
+        return str(root), f"Cannot read the image '{root / 'one' / 'x.png'}': No such file"
     if kind == "one image per class":
         for name in ("zero", "one"):
             for extra in sorted((root / name).iterdir())[1:]:
@@ -262,7 +265,7 @@ def damaged_image(kind):
 
 BAD_KINDS = ["missing", "a file", "empty", "one class", "a class without images",
              "not an image", "truncated", "truncated jpg", "truncated bmp",
-             "truncated gif", "damaged png", "one image per class",
+             "truncated gif", "damaged png", "a link to nowhere", "one image per class",
              "empty test folder"]  # fmt: skip
 
 

@@ -568,6 +568,22 @@ def test_an_epoch_whose_loss_is_not_finite_raises_before_later_callbacks_record_
     assert history_epochs(history_path) == list(range(epoch))
 
 
+def test_a_run_diverging_from_its_weight_decay_names_the_weight_decay(digits_dir, tmp_path):
+    config = training.TrainConfig(
+        data_dir=digits_dir, output_dir=str(tmp_path / "run"), epochs=1, batch_size=64,
+        weight_decay=1e6, verbose=0, **TINY, **SLICES,
+    )  # fmt: skip
+    with pytest.raises(ValueError) as error:
+        training.train(config, log=lambda message: None)
+    assert str(error.value).startswith(
+        f"{tmp_path / 'run'}: the training loss became nan in epoch 1 of 1. The weight decay, "
+        "1e+06, is the most likely cause: each step multiplies the weights by 1 - learning "
+        "rate x weight decay = -24999; train again with a --weight-decay well under 1 / "
+        "learning rate = 40."
+    ), str(error.value)
+    assert os.listdir(tmp_path / "run") == ["diverged"]
+
+
 def test_ema_is_seen_through_the_loss_scale_optimizer_of_mixed_float16():
     keras.mixed_precision.set_global_policy("mixed_float16")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])

@@ -217,6 +217,8 @@ def test_a_stem_too_large_for_the_images_is_refused_before_searching(digits_dir)
         (dict(max_trials=2.5), TypeError, "`max_trials`"),
         (dict(epochs=0), ValueError, "Received: epochs=0"),
         (dict(hyperband_factor=1), ValueError, "Received: hyperband_factor=1"),
+        (dict(epochs=10**20), ValueError, "Expected a value in [1, 1000] (the run builds"),
+        (dict(validation_split=float("inf")), ValueError, "Expected a finite value."),
     ],
 )
 def test_bad_search_arguments_raise_before_anything_is_written(arguments, error, message, tmp_path):
@@ -225,6 +227,18 @@ def test_bad_search_arguments_raise_before_anything_is_written(arguments, error,
         tuning.search(output_dir=str(output_dir), **arguments)
     assert message in str(raised.value)
     assert not output_dir.exists()
+
+
+def test_a_trial_whose_loss_is_not_finite_fails_rather_than_scores(digits_dir, tmp_path):
+    results = tuning.search(
+        tiny_config(digits_dir),
+        SearchSpace(**{**SPACE, "learning_rate": 1e10}),
+        max_trials=1,
+        output_dir=str(tmp_path / "search"),
+        log=lambda message: None,
+    )
+    assert [trial["status"] for trial in results["trials"]] == ["FAILED"]
+    assert results["best_score"] is None
 
 
 # The command line: errors.
@@ -434,7 +448,11 @@ def test_trials_under_mixed_float16_validate_with_the_ema_weights(digits_dir):
     passed = {}
     model.fit = lambda *args, **kwargs: passed.update(kwargs)  # Only the arguments.
     hypermodel.fit(hp, model, epochs=1)
-    assert [type(c) for c in passed["callbacks"]] == [keras.callbacks.SwapEMAWeights]
+    # The non-finite check first (no later callback sees a diverged epoch), then the EMA swap.
+    assert [type(c) for c in passed["callbacks"]] == [
+        training.callbacks.StopOnNonFiniteLoss,
+        keras.callbacks.SwapEMAWeights,
+    ]
 
 
 def test_a_random_search_keeps_no_trial_checkpoints(finished_search):

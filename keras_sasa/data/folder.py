@@ -124,12 +124,12 @@ def scan(folder: str) -> FolderManifest:
         files = held_out_split(_class_images(path, class_names, labels))
         if not files["test"]:
             raise ImageFolderError(
-                f"The image folder {folder!r} has one image per class, too few to hold out "
+                f"The image folder {path!r} has one image per class, too few to hold out "
                 f"test images ({TEST_FRACTION:.0%} of each class of two or more): put two or "
                 "more images in a class, or the images to test on in a test/ subfolder "
                 "beside a train/ subfolder."
             )
-    stats = [(f, os.stat(f)) for split in files.values() for f, _ in split]
+    stats = [(f, _stat(f)) for split in files.values() for f, _ in split]
     digest = hashlib.sha256(
         repr(
             (
@@ -211,6 +211,13 @@ def _class_images(path, class_names, labels):
             )
         images.extend((file, labels[name]) for file in found)
     return images
+
+
+def _stat(file):
+    try:
+        return os.stat(file)
+    except OSError as error:  # A link to nowhere, a file removed since it was listed.
+        raise ImageFolderError(f"Cannot read the image {file!r}: {error.strerror}.") from None
 
 
 def _open(file):

@@ -412,7 +412,7 @@ class NonFiniteLoss(ValueError):
     """
 
     def __init__(self, epoch, name, value):
-        super().__init__(f"The {name} of epoch {epoch} is {value}.")
+        super().__init__(f"The {name} became {value} in epoch {epoch + 1}.")
         self.epoch, self.name, self.value = epoch, name, value
 
 

@@ -80,7 +80,8 @@ _FRACTION = {"low": 0, "high": 1}
 # The largest counts and sizes a run takes; larger ones are refused, saying why.
 # Every epoch's pipeline is built when a run starts (`data.load_dataset(initial_epoch=...)`,
 # so that a resumed run reads what an uninterrupted one did), in a time that grows faster
-# than the number of epochs: minutes for 1,000. The paper trains for 130.
+# than the number of epochs: minutes for 1,000 (benchmarks/epoch_pipelines.py). The paper
+# trains for 130.
 MAX_EPOCHS = 1000
 # Layer outputs grow with the square of the side: at 4,096 pixels one image's are
 # (4096 / 224)**2 = 334 times those of an ImageNet image, tens of gigabytes per image.
@@ -90,6 +91,8 @@ MAX_IMAGE_SIZE = 4096
 MAX_BASE_WIDTH = 1024
 # ImageNet has been trained with batches of up to 65,536 images.
 MAX_BATCH_SIZE = 65536
+# A compiled call never spans epochs, and an ImageNet epoch at batch 256 has 5,005 steps.
+MAX_STEPS_PER_EXECUTION = 10_000
 # Seeds go to NumPy (`keras.utils.set_random_seed`), which takes 0 .. 2**32 - 1.
 MAX_SEED = 2**32 - 1
 
@@ -309,7 +312,13 @@ class TrainConfig:
         "auto", "run", "XLA (default: Keras' choice: on for GPUs, off on CPUs)"
     )
     steps_per_execution: Union[int, str] = _field(
-        "auto", "run", "training steps per compiled call (default: 1; 32 on TPUs)", low=1
+        "auto",
+        "run",
+        "training steps per compiled call (default: 1; 32 on TPUs)",
+        low=1,
+        high=MAX_STEPS_PER_EXECUTION,
+        high_open=False,
+        why="a compiled call never spans epochs",
     )
     strategy: str = _field(
         "auto", "run", "tf.distribute strategy (default: auto)", choices=STRATEGIES

@@ -470,13 +470,27 @@ def _set_aside_diverged_run(error, config, run_dir, strategy):
             if os.path.exists(os.path.join(run_dir, name)):
                 os.replace(os.path.join(run_dir, name), os.path.join(diverged_dir, name))
     loss = {"loss": "training loss", "val_loss": "validation loss"}.get(error.name, "test loss")
-    default = recipe.scaled_learning_rate(config.batch_size)
+    learning_rate, weight_decay = config.learning_rate, config.weight_decay
+    if learning_rate * weight_decay >= 1:
+        # Decoupled weight decay multiplies the weights by 1 - learning_rate * weight_decay
+        # at every step: at or below 0, they flip sign (and grow, below -1).
+        cause = (
+            f"The weight decay, {weight_decay:g}, is the most likely cause: each step "
+            f"multiplies the weights by 1 - learning rate x weight decay = "
+            f"{1 - learning_rate * weight_decay:g}; train again with a --weight-decay well "
+            f"under 1 / learning rate = {1 / learning_rate:g}"
+        )
+    else:
+        default = recipe.scaled_learning_rate(config.batch_size)
+        cause = (
+            f"The learning rate, {learning_rate:g}, is the most likely cause: train again "
+            f"with a smaller --learning-rate (the default for a batch of {config.batch_size} "
+            f"is {default:g})"
+        )
     return ValueError(
         f"{run_dir}: the {loss} became {error.value} in epoch {error.epoch + 1} of "
-        f"{config.epochs}. The learning rate, {config.learning_rate:g}, is the most likely "
-        f"cause: train again with a smaller --learning-rate (the default for a batch of "
-        f"{config.batch_size} is {default:g}). The run's files were moved to "
-        f"{diverged_dir}; the next run in {run_dir} starts over."
+        f"{config.epochs}. {cause}. The run's files were moved to {diverged_dir}; the next "
+        f"run in {run_dir} starts over."
     )
 
 

@@ -14,6 +14,7 @@ from keras_sasa import _validation as validation
 from keras_sasa import data
 from keras_sasa import distribute
 from keras_sasa import training
+from keras_sasa.training import callbacks as run_callbacks
 from keras_sasa.training import recipe
 from keras_sasa.training.run import first_images
 from keras_sasa.training.run import fit_verbosity
@@ -184,6 +185,8 @@ class SASAHyperModel(keras_tuner.HyperModel):
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if recipe.uses_ema(model.optimizer):  # LossScaleOptimizer's inner one too
             callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        # A trial whose loss is NaN or infinite fails, rather than scoring a diverged model.
+        callbacks.insert(0, run_callbacks.StopOnNonFiniteLoss())
         kwargs.setdefault("epochs", config.epochs)
         kwargs.setdefault("validation_data", test_data)
         kwargs.setdefault("verbose", fit_verbosity(config.verbose))

@@ -197,10 +197,11 @@ def search(
     training.config.check(config)
     if output_dir is None:
         output_dir = default_output_dir(config)
-    run_files.make_output_dir(output_dir)
     strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
     hypermodel = SASAHyperModel(config, space, validation_split, strategy)
     resolved, resolved_space, _, steps_per_epoch = hypermodel.prepare()
+    # Made once the data, space and split are checked: a refused search leaves no folder.
+    run_files.make_output_dir(output_dir)
 
     settings = {
         "tuner": tuner,
