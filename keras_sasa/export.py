@@ -206,6 +206,7 @@ def to_tflite(
     (`keras.Input((H, W, C))`): the converted graph keeps a free batch dimension only.
 
     Post-training quantization (`quantize`):
+
     - `"dynamic"`: int8 weights, float activations (the converter's dynamic range
       quantization); needs no data.
     - `"int8"`: int8 weights and activations, the activation ranges calibrated on

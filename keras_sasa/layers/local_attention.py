@@ -65,8 +65,9 @@ class LocalSelfAttention2D(keras.layers.Layer):
         num_heads: number of heads N; must divide `filters`. Defaults to 8.
         strides: average-pooling factor applied after the attention. Defaults to 1.
         dilation_rate: spacing between the window's positions. Defaults to 1.
-        `kernel_size`, `strides` and `dilation_rate` also take a pair of equal integers,
-        as `Conv2D` writes them (`strides=(2, 2)`); a pair of different values is refused.
+            `kernel_size`, `strides` and `dilation_rate` also take a pair of equal
+            integers, as `Conv2D` writes them (`strides=(2, 2)`); a pair of different
+            values is refused.
         border: `"mask"` (default) or `"zeros"`, see above.
         use_bias: whether the q/k/v projections have biases. Defaults to False, as in the
             paper.

@@ -37,6 +37,7 @@ be the file it saved.
 A resume never silently differs from the uninterrupted run: a run directory that cannot
 be resumed exactly is refused before anything is trained, with one message naming the
 file and what to delete. That is the case for:
+
 - a damaged backup (`callbacks.check_backup`): weights or metadata missing, truncated
   or unreadable; an epoch outside the run; weights recording another epoch than the
   metadata, or none (another run's); epochs without a whole history.csv row of
@@ -46,6 +47,7 @@ file and what to delete. That is the case for:
 - a config.json or results.json that is not what this package writes (not JSON, a list,
   `{}`, without the configuration), reported as damaged, not as another configuration;
 - a finished run whose model.keras is missing or not the file it saved.
+
 The one inconsistent state a kill can leave, backup weights one epoch ahead of their
 metadata (killed between the two renames), is repaired, and said so.
 """
