@@ -277,9 +277,9 @@ def _check_export_arguments(args):
     that --format cannot be written to, --quantize outside TFLite, and int8 without
     images to calibrate on."""
     _check_model_file(args.model)
-    _check_export_output(args.output, args.format)
     if args.quantize is not None and args.format != "tflite":
         raise UsageError(f"--quantize applies to --format tflite only, not {args.format}.")
+    _check_export_output(args.output, args.format)
     if args.quantize == "int8" and args.dataset is None:
         if _run_dataset(args.model) is None:
             raise UsageError(
