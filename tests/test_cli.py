@@ -346,6 +346,11 @@ def test_bench_refuses_kernel_sizes_it_does_not_measure():
     )
 
 
+def test_bench_serving_refuses_kernel_sizes_it_would_ignore():
+    message = refusal(run_cli(["bench", "--serving", "--kernel-sizes", "3"], timeout=120))
+    assert message == "error: --kernel-sizes chooses rows of the layer table, not of --serving."
+
+
 def test_a_damaged_results_file_is_one_line_naming_it(digits_dir, tmp_path):
     results = tmp_path / "run" / "results.json"
     results.parent.mkdir()

@@ -129,14 +129,13 @@ def _bench(args):
 
     import keras
 
+    table = "--serving" if args.serving else "--accelerator" if args.accelerator else None
+    if table and args.kernel_sizes:
+        raise UsageError(f"--kernel-sizes chooses rows of the layer table, not of {table}.")
     if args.serving:
         _bench_serving(args)
         return
     if args.accelerator:
-        if args.kernel_sizes:
-            raise UsageError(
-                "--kernel-sizes chooses rows of the layer table, not of --accelerator."
-            )
         # --quick: a tiny shape and model, which checks the command end to end in seconds.
         quick = {
             "shapes": [(2, 14, 32)],
