@@ -79,6 +79,28 @@ def test_layer_matches_paper_equation(case):
     np.testing.assert_allclose(got, layer_by_loops(layer, x), atol=1e-5)
 
 
+def test_training_runs_the_additive_mask_and_inference_the_select():
+    layer = LocalSelfAttention2D(8, 5, 2, dilation_rate=2)
+    x = random_images((2, 9, 7, 3))
+    layer.build(x.shape)
+    query, key, value = (
+        ops.reshape(ops.matmul(x, kernel), (2, 9, 7, 2, 4))
+        for kernel in (layer.query_kernel, layer.key_kernel, layer.value_kernel)
+    )
+    args = (query, key, value, layer.row_embeddings, layer.column_embeddings, 5)
+
+    def blocked(select_mask):
+        out = keras_sasa.ops.local_attention_blocked(
+            *args, dilation_rate=2, select_mask=select_mask
+        )
+        return numpy(ops.reshape(out, (2, 9, 7, 8)))
+
+    # Bit for bit: what training computes is unchanged by the inference path.
+    np.testing.assert_array_equal(numpy(layer(x, training=True)), blocked(False))
+    np.testing.assert_array_equal(numpy(layer(x, training=False)), blocked(True))
+    np.testing.assert_allclose(blocked(True), blocked(False), atol=1e-6)
+
+
 def test_blocked_and_reference_implementations_agree():
     x = random_images((2, 13, 10, 6))
     fast = LocalSelfAttention2D(16, 7, 4, implementation="blocked", dilation_rate=2)
@@ -90,12 +112,16 @@ def test_blocked_and_reference_implementations_agree():
 
 
 @pytest.mark.parametrize("dilation", [1, 2])
-def test_receptive_field_is_exactly_the_window(dilation):
+@pytest.mark.parametrize("training", [False, True])
+def test_receptive_field_is_exactly_the_window(dilation, training):
+    # Both masks: training's additive one and inference's select.
     layer = LocalSelfAttention2D(4, kernel_size=3, num_heads=2, dilation_rate=dilation)
     x = random_images((1, 9, 9, 3))
     layer.build(x.shape)
     for i, j in [(4, 4), (0, 0), (8, 3)]:
-        (grad,) = gradients(lambda x, i=i, j=j: ops.sum(layer(x)[0, i, j]), [x])
+        (grad,) = gradients(
+            lambda x, i=i, j=j: ops.sum(layer(x, training=training)[0, i, j]), [x]
+        )
         touched = np.abs(grad[0]).sum(-1) > 0
         rows = {i + dilation * o for o in (-1, 0, 1)} & set(range(9))
         cols = {j + dilation * o for o in (-1, 0, 1)} & set(range(9))

@@ -1,5 +1,7 @@
 """The attention functions in keras_sasa.ops against the paper's equation, pixel by pixel."""
 
+import functools
+
 import numpy as np
 import pytest
 from keras import ops
@@ -11,6 +13,14 @@ from backend import numpy
 from backend import run
 from keras_sasa.ops import window_attention as wa
 from numpy_reference import local_attention_loops
+
+# The blocked implementation twice: with the additive mask and hand-written gradient that
+# training runs, and with the select mask of inference and the exports.
+OPS = {
+    "reference": wa.local_attention_reference,
+    "blocked": wa.local_attention_blocked,
+    "blocked_select": functools.partial(wa.local_attention_blocked, select_mask=True),
+}
 
 
 def random_inputs(seed, batch, height, width, heads, key_dim, kernel_size, value_dim=None):
@@ -48,25 +58,28 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-@pytest.mark.parametrize("fn", ["reference", "blocked"])
+@pytest.mark.parametrize("fn", OPS)
 def test_matches_paper_equation(case, fn):
     batch, height, width, heads, key_dim, k, dilation, border = case
     q, key, v, rows, cols = random_inputs(0, batch, height, width, heads, key_dim, k, key_dim + 1)
     expected = local_attention_loops(q, key, v, rows, cols, k, dilation, border)
-    op = wa.local_attention_reference if fn == "reference" else wa.local_attention_blocked
+    op = OPS[fn]
     got = run(lambda *t: op(*t, k, dilation_rate=dilation, border=border), q, key, v, rows, cols)
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("block_size", [2, 3, 4, 5, 8])
 @pytest.mark.parametrize("border", ["mask", "zeros"])
-def test_blocked_is_exact_for_every_block_size(block_size, border):
+@pytest.mark.parametrize("select_mask", [False, True])
+def test_blocked_is_exact_for_every_block_size(block_size, border, select_mask):
     # 11 x 10 is divisible by none of the blocks but 5 and 2; kernel 7 needs a halo of 3,
     # wider than blocks 2 and 3.
     q, key, v, rows, cols = random_inputs(1, 1, 11, 10, 2, 3, 7)
     expected = local_attention_loops(q, key, v, rows, cols, 7, 1, border)
     got = run(
-        lambda *t: wa.local_attention_blocked(*t, 7, border=border, block_size=block_size),
+        lambda *t: wa.local_attention_blocked(
+            *t, 7, border=border, block_size=block_size, select_mask=select_mask
+        ),
         q,
         key,
         v,
@@ -79,25 +92,60 @@ def test_blocked_is_exact_for_every_block_size(block_size, border):
 def test_unscaled_logits_match_the_paper_without_scale():
     q, key, v, rows, cols = random_inputs(2, 1, 6, 6, 2, 4, 3)
     expected = local_attention_loops(q, key, v, rows, cols, 3, scale=1.0)
-    for op in (wa.local_attention_reference, wa.local_attention_blocked):
+    for op in OPS.values():
         got = run(lambda *t, op=op: op(*t, 3, scale=1.0), q, key, v, rows, cols)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("border", ["mask", "zeros"])
+def test_select_mask_holds_when_masked_logits_would_win(border):
+    # scale 1 (scale_logits=False), positive queries, keys of both signs and 8 times the
+    # usual size: logits spread over hundreds, so that keys of each block's memory outside
+    # a query's window (other pixels', and with "mask" the zeros outside the image) often
+    # score far above the window's own. The select mask must still give them weight 0.
+    q, key, v, rows, cols = random_inputs(8, 1, 9, 8, 2, 4, 5)
+    q, key = 8.0 * np.abs(q), 8.0 * key
+    expected = local_attention_loops(q, key, v, rows, cols, 5, 1, border, scale=1.0)
+    for select_mask in (False, True):
+        got = run(
+            lambda *t: wa.local_attention_blocked(
+                *t, 5, border=border, scale=1.0, select_mask=select_mask
+            ),
+            q,
+            key,
+            v,
+            rows,
+            cols,
+        )
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_no_positional_term_equals_zero_tables():
     q, key, v, rows, cols = random_inputs(3, 1, 7, 5, 2, 4, 5)
     expected = local_attention_loops(q, key, v, 0 * rows, 0 * cols, 5)
-    for op in (wa.local_attention_reference, wa.local_attention_blocked):
+    for op in OPS.values():
         got = run(lambda q, k, v, op=op: op(q, k, v, None, None, 5), q, key, v)
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("implementation", ["reference", "blocked"])
-def test_unknown_spatial_sizes(implementation):
+@pytest.mark.parametrize(
+    "implementation, select_mask", [("reference", False), ("blocked", False), ("blocked", True)]
+)
+def test_unknown_spatial_sizes(implementation, select_mask):
     # One compiled function for every size: on TensorFlow a graph whose height and width
     # are unknown (None) when it is traced; JAX traces each size.
     def attend(q, k, v, r, c):
-        return wa.local_attention(q, k, v, r, c, 5, dilation_rate=2, implementation=implementation)
+        return wa.local_attention(
+            q,
+            k,
+            v,
+            r,
+            c,
+            5,
+            dilation_rate=2,
+            implementation=implementation,
+            select_mask=select_mask,
+        )
 
     if BACKEND == "tensorflow":
         import tensorflow as tf
@@ -131,18 +179,21 @@ def test_corner_pixel_puts_no_weight_on_padding():
 
 
 @pytest.mark.parametrize(
-    "border, dilation_rate, relative, jit_compile",
+    "border, dilation_rate, relative, jit_compile, select_mask",
     [
-        ("mask", 1, True, False),
-        ("zeros", 2, True, False),
-        ("mask", 1, False, False),
-        ("mask", 2, True, True),
-        ("zeros", 1, False, True),
+        ("mask", 1, True, False, False),
+        ("zeros", 2, True, False, False),
+        ("mask", 1, False, False, False),
+        ("mask", 2, True, True, False),
+        ("zeros", 1, False, True, False),
+        ("mask", 2, True, False, True),
+        ("zeros", 1, True, True, True),
     ],
 )
-def test_gradients_match_reference(border, dilation_rate, relative, jit_compile):
-    # The blocked path's hand-written gradient against the reference's autodiff, for every
-    # input: queries, keys, values and (with relative logits) both tables.
+def test_gradients_match_reference(border, dilation_rate, relative, jit_compile, select_mask):
+    # The blocked path's gradient (hand-written; autodiff of the select mask) against the
+    # reference's autodiff, for every input: queries, keys, values and (with relative
+    # logits) both tables.
     inputs = random_inputs(6, 1, 9, 7, 2, 4, 5)
     if not relative:
         inputs = inputs[:3]
@@ -155,7 +206,8 @@ def test_gradients_match_reference(border, dilation_rate, relative, jit_compile)
 
         return gradients(loss, inputs, jit_compile=jit_compile)
 
-    fast, reference = grads(wa.local_attention_blocked), grads(wa.local_attention_reference)
+    blocked = functools.partial(wa.local_attention_blocked, select_mask=select_mask)
+    fast, reference = grads(blocked), grads(wa.local_attention_reference)
     assert len(fast) == len(inputs)
     for got, expected in zip(fast, reference, strict=True):
         np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -87,6 +87,11 @@ class LocalSelfAttention2D(keras.layers.Layer):
     Call arguments:
         inputs: `(batch, height, width, channels)` tensor; batch, height and width may be
             unknown, and the image may be smaller than the window.
+        training: whether the call is part of a training step (Keras sets it). Training
+            runs the blocked implementation with its hand-written, memory-light gradient;
+            inference masks the keys outside each window with a select that keeps the
+            logits bounded (faster in ONNX Runtime, and quantizable): the outputs agree
+            to float32 rounding.
         return_attention_scores: also return the attention weights. Defaults to False.
 
     Returns:
@@ -215,7 +220,7 @@ class LocalSelfAttention2D(keras.layers.Layer):
             self.row_embeddings = table("row_embeddings", row_dim)
             self.column_embeddings = table("column_embeddings", self.head_size - row_dim)
 
-    def call(self, inputs, return_attention_scores=False):
+    def call(self, inputs, training=None, return_attention_scores=False):
         x = ops.cast(inputs, self.compute_dtype)
         kernel = ops.concatenate([self.query_kernel, self.key_kernel, self.value_kernel], axis=-1)
         qkv = ops.matmul(x, ops.cast(kernel, self.compute_dtype))
@@ -245,6 +250,7 @@ class LocalSelfAttention2D(keras.layers.Layer):
             scale=None if self.scale_logits else 1.0,
             implementation=self.implementation,
             return_attention_scores=return_attention_scores,
+            select_mask=not training,
         )
         if return_attention_scores:
             out, scores = out

@@ -28,6 +28,7 @@ import functools
 import numpy as np
 from keras import ops
 
+from keras_sasa.ops._common import MASK_MARGIN
 from keras_sasa.ops._common import MASKED
 from keras_sasa.ops._common import check_args
 from keras_sasa.ops._common import logit_scale
@@ -88,10 +89,23 @@ def local_attention_blocked(
     border="mask",
     scale=None,
     block_size=None,
+    select_mask=False,
 ):
     """Exact local attention by blocks of queries; same arguments as the reference.
 
     `block_size` is the edge of the query blocks (default: `default_block_size`).
+
+    `select_mask` picks how the keys outside each query's window leave the softmax:
+
+    - False (default, what training runs): MASKED (-1e9) is added to their logits, and the
+      gradient is the hand-written one of `_attention`.
+    - True (what inference and the exports run, `_attention_select`): their logits are
+      replaced by the window centre's logit minus `MASK_MARGIN`, as the unrolled
+      implementation does, their weights are then set to 0, and the gradient is left to
+      automatic differentiation. The logits keep the range of the real ones: ONNX
+      Runtime's Softmax runs several times slower on rows holding logits far below their
+      maximum (docs/serving.md), and int8 quantization calibrates on that range.
+
     Returns `(batch, height, width, num_heads, value_dim)` in the dtype of `value`.
     """
     check_args(kernel_size, dilation_rate, border)
@@ -114,7 +128,8 @@ def local_attention_blocked(
         tensors = [to_grids(t) for t in tensors]
     if row_embeddings is not None:
         tensors += [ops.cast(row_embeddings, "float32"), ops.cast(column_embeddings, "float32")]
-    out = _attention(_Blocks(height, width, d, block_size, kernel_size, border), *tensors)
+    blocks = _Blocks(height, width, d, block_size, kernel_size, border)
+    out = (_attention_select if select_mask else _attention)(blocks, *tensors)
     if d > 1:
         sub = ops.shape(out)
         flat = ops.reshape(out, (sub[0], sub[1], sub[2], int(np.prod(value.shape[3:]))))
@@ -221,6 +236,12 @@ class _Blocks:
         args = (self.height, self.width, self.d, self.nbh, self.nbw, self.b, self.k)
         return self._const(_masks, *args, self.border == "mask", per_block)
 
+    def inside(self):
+        """(d*d, 1, nbh * nbw, b*b, M*M) bool: whether each memory position is in each
+        block query's window (and, with border "mask", in the image)."""
+        args = (self.height, self.width, self.d, self.nbh, self.nbw, self.b, self.k)
+        return self._const(_inside, *args, self.border == "mask")
+
 
 @functools.lru_cache(maxsize=256)
 def _numpy_cache(builder, args):
@@ -276,6 +297,40 @@ def _masks(xp, height, width, d, nbh, nbw, b, k, mask_border, per_block):
         return xp.reshape(_cast(xp, xp.where(inside, 0.0, MASKED), "float32"), shape)
 
     return bias(rows, row_shape), bias(cols, col_shape)
+
+
+def _inside(xp, height, width, d, nbh, nbw, b, k, mask_border):
+    """See `_Blocks.inside`. Grid g = row offset * d + column offset."""
+    mem = b + k - 1
+    rows = xp.repeat(_axis_inside(xp, height, d, nbh, b, k, mask_border), d, axis=0)
+    cols = xp.tile(_axis_inside(xp, width, d, nbw, b, k, mask_border), (d, 1, 1, 1))
+    # The outer `and` over flattened axes, then one transpose to (g, block row, block
+    # column, query row, query column, memory row, memory column): TensorFlow broadcasts
+    # at most 5 dimensions.
+    inside = xp.reshape(rows, (d * d, -1, 1)) & xp.reshape(cols, (d * d, 1, -1))
+    inside = xp.reshape(inside, (d * d, nbh, b, mem, nbw, b, mem))
+    inside = xp.transpose(inside, (0, 1, 4, 2, 5, 3, 6))
+    return xp.reshape(inside, (d * d, 1, nbh * nbw, b * b, mem * mem))
+
+
+@functools.lru_cache(maxsize=64)
+def _select_indices(b, k):
+    """Constants of `_attention_select`.
+
+    `centres` (b*b,): where each block query's own position (p + k//2, q + k//2), its
+    window's centre, lies among the flattened (b*b, M*M) logits of its block.
+    `tables` (b*b * 2M,): for block query (p, q), the offset (row offsets 0..k-1, then
+    column offsets k..2k-1) of memory row m, then of memory column m, clipped into the
+    window; positions outside the window read a clipped offset and are masked.
+    """
+    mem = b + k - 1
+    p, q = np.divmod(np.arange(b * b), b)
+    centres = (p * b + q) * mem * mem + (p + k // 2) * mem + q + k // 2
+    m = np.arange(mem)
+    rows = np.clip(m[None, :] - p[:, None], 0, k - 1)
+    cols = k + np.clip(m[None, :] - q[:, None], 0, k - 1)
+    tables = np.concatenate([rows, cols], axis=1).reshape(-1)
+    return centres.astype("int32"), tables.astype("int32")
 
 
 @functools.lru_cache(maxsize=64)
@@ -417,3 +472,48 @@ def _attention(blocks, q, k, v, *tables):
         return t.images(out_blocks, num_heads), grad
 
     return attend(q, k, v, *tables)
+
+
+def _attention_select(blocks, q, k, v, *tables):
+    """`_attention`'s forward pass with the select mask (see `local_attention_blocked`),
+    for inference and export; its gradient is left to automatic differentiation.
+
+    Its graph is laid out for runtimes that run it op by op (ONNX Runtime): no broadcast
+    over the short memory axes, which are slow there. The relative logits are one
+    (N, b*b) batch of small matmuls against per-query tables, giving each query's 2M row
+    and column logits, then one matmul against the 0/1 selectors that spreads them over
+    the M*M memory positions.
+    """
+    t = blocks
+    num_heads, key_dim = q.shape[3], q.shape[4]
+    bb, mem, nb = t.b * t.b, t.mem, t.nbh * t.nbw
+    centres, table_index = _select_indices(t.b, t.k)
+    qb, km, vm = t.queries(q), t.memory(k), t.memory(v)
+    logits = ops.einsum("xqd,xmd->xqm", qb, km)  # (X, b*b, M*M)
+    if tables:
+        per_query = ops.take(_offset_tables(*tables), table_index, axis=0)  # (b*b * 2M, N, D)
+        per_query = ops.reshape(per_query, (bb, 2 * mem, num_heads, key_dim))
+        per_query = ops.transpose(per_query, (2, 0, 3, 1))  # (N, b*b, D, 2M)
+        queries = ops.reshape(qb, (-1, num_heads, nb, bb, key_dim))
+        queries = ops.reshape(ops.transpose(queries, (1, 3, 0, 2, 4)), (num_heads, bb, -1, key_dim))
+        axes = ops.matmul(queries, per_query)  # (N, b*b, G * blocks, 2M)
+        axes = ops.reshape(axes, (num_heads, bb, -1, nb, 2 * mem))
+        axes = ops.reshape(ops.transpose(axes, (2, 0, 3, 1, 4)), (-1, 2 * mem))
+        spread = ops.convert_to_tensor(np.ascontiguousarray(_selectors(mem).T))  # (2M, M*M)
+        logits = logits + ops.reshape(ops.matmul(axes, spread), (-1, bb, mem * mem))
+    grids = t.d * t.d
+    by_query = (grids, -1, nb, bb, mem * mem)
+    centre = ops.take(ops.reshape(logits, (grids, -1, nb, bb * mem * mem)), centres, axis=3)
+    inside = ops.cast(t.inside(), "float32")
+    # Inside the window the logit itself; outside, the centre's logit minus MASK_MARGIN
+    # (to rounding), with no gradient to the key there. As two differences and a
+    # product, none of which broadcasts both ways: such broadcasts, and its Where, are
+    # several times slower in ONNX Runtime than a Mul against a broadcast constant.
+    logits = ops.reshape(logits, by_query)
+    logits = logits - (logits - (centre[..., None] - MASK_MARGIN)) * (1.0 - inside)
+    weights = ops.softmax(ops.reshape(logits, (-1, mem * mem)), axis=-1)
+    # Exactly 0 outside the window: the keys there are other pixels' (not the zeros
+    # outside the image), and the receptive field stays the window.
+    weights = ops.reshape(weights, by_query) * inside
+    out_blocks = ops.matmul(ops.cast(ops.reshape(weights, (-1, bb, mem * mem)), vm.dtype), vm)
+    return t.images(out_blocks, num_heads)

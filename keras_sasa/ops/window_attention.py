@@ -61,6 +61,7 @@ def local_attention(
     scale=None,
     implementation="auto",
     return_attention_scores=False,
+    select_mask=False,
 ):
     """Local attention with the implementation picked by `implementation`.
 
@@ -77,6 +78,9 @@ def local_attention(
     major. The blocked implementation never forms them, so `"auto"` and `"blocked"` then
     run the unrolled implementation, and the output returned beside the weights comes from
     the same computation as the weights.
+
+    `select_mask` is passed to the blocked implementation (see `local_attention_blocked`);
+    the unrolled one always masks with a select, the reference never needs to.
     """
     check.one_of("implementation", implementation, IMPLEMENTATIONS)
     if implementation == "reference":
@@ -86,6 +90,8 @@ def local_attention(
     else:
         fn = local_attention_blocked
     extra = {"return_attention_scores": True} if return_attention_scores else {}
+    if fn is local_attention_blocked:
+        extra["select_mask"] = select_mask
     return fn(
         query,
         key,
