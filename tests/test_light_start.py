@@ -24,7 +24,11 @@ def run(args, backend="tensorflow", timeout=300, **env_changes):
     env.update(env_changes)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
     return subprocess.run(
-        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         cwd=REPO,
     )
 
@@ -136,15 +140,23 @@ def bad_keras_file(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["export", "missing.keras", "--format", "onnx", "--output", "m.onnx"],
-         "error: no such model file: missing.keras"),
-        (["train", "--epochs", "0"],
-         "python -m keras_sasa train: error: argument --epochs: expected a positive "
-         "integer, got 0"),
-        (["tune", "--kernel-sizes", "3,x"],
-         "error: Invalid value for --kernel-sizes: cannot read '3,x'."),
-        (["export", "BAD", "--format", "tflite", "--output", "m.tflite"],
-         "error: BAD is not a loadable Keras model:"),
+        (
+            ["export", "missing.keras", "--format", "onnx", "--output", "m.onnx"],
+            "error: no such model file: missing.keras",
+        ),
+        (
+            ["train", "--epochs", "0"],
+            "python -m keras_sasa train: error: argument --epochs: expected a positive "
+            "integer, got 0",
+        ),
+        (
+            ["tune", "--kernel-sizes", "3,x"],
+            "error: Invalid value for --kernel-sizes: cannot read '3,x'.",
+        ),
+        (
+            ["export", "BAD", "--format", "tflite", "--output", "m.tflite"],
+            "error: BAD is not a loadable Keras model:",
+        ),
     ],
 )
 def test_a_mistake_is_one_line_on_stderr_and_exit_code_2(tmp_path, args, message):

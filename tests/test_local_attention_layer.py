@@ -119,9 +119,7 @@ def test_receptive_field_is_exactly_the_window(dilation, training):
     x = random_images((1, 9, 9, 3))
     layer.build(x.shape)
     for i, j in [(4, 4), (0, 0), (8, 3)]:
-        (grad,) = gradients(
-            lambda x, i=i, j=j: ops.sum(layer(x, training=training)[0, i, j]), [x]
-        )
+        (grad,) = gradients(lambda x, i=i, j=j: ops.sum(layer(x, training=training)[0, i, j]), [x])
         touched = np.abs(grad[0]).sum(-1) > 0
         rows = {i + dilation * o for o in (-1, 0, 1)} & set(range(9))
         cols = {j + dilation * o for o in (-1, 0, 1)} & set(range(9))

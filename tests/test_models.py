@@ -470,7 +470,11 @@ def test_attention_windows_shrink_to_what_small_feature_maps_reach():
         "conv5_block1_attn": 3,
     }
     zeros = models.SASAResNet26(
-        input_shape=(8, 8, 1), classes=10, stem="conv_small", base_width=8, num_heads=2,
+        input_shape=(8, 8, 1),
+        classes=10,
+        stem="conv_small",
+        base_width=8,
+        num_heads=2,
         border="zeros",
     )
     assert zeros.get_layer("conv5_block1_attn").kernel_size == 7

@@ -108,7 +108,7 @@ def test_select_mask_holds_when_masked_logits_would_win(border):
     expected = local_attention_loops(q, key, v, rows, cols, 5, 1, border, scale=1.0)
     for select_mask in (False, True):
         got = run(
-            lambda *t: wa.local_attention_blocked(
+            lambda *t, select_mask=select_mask: wa.local_attention_blocked(
                 *t, 5, border=border, scale=1.0, select_mask=select_mask
             ),
             q,
