@@ -5,11 +5,13 @@
   implementation that ONNX Runtime runs (the extract_patches reference gives a file it
   refuses), any batch size; needs `pip install "keras-sasa[onnx]"`.
 - `to_tflite`: a `.tflite` flatbuffer from `tf.lite.TFLiteConverter` restricted to
-  `TFLITE_BUILTINS` (no select TF ops). The fast blocked attention and the extract_patches
-  reference use ops TFLite lacks (ExtractImagePatches, BatchMatMul above rank 5, slices of
-  6-D tensors), so the model is first cloned with `implementation="unrolled"` and the same
-  weights (`with_implementation`), whose graph is pads, slices, products, sums and a 2-D
-  softmax.
+  `TFLITE_BUILTINS` (no select TF ops). The model is first cloned with its attention on
+  `implementation="blocked"` and the same weights (`with_implementation`): inference runs
+  the blocked attention with its select mask, whose graph keeps to builtins (gathers,
+  batched matmuls, transposes of at most 5 dimensions, a 2-D softmax); the extract_patches
+  reference uses ExtractImagePatches, which TFLite lacks. `implementation="unrolled"` (a
+  sum over the k*k window offsets) converts too, 1.7x (k = 3) to 2.3x (k = 7) slower in
+  LiteRT (docs/serving.md).
   `quantize="dynamic"` stores int8 weights; `quantize="int8"` computes in int8 throughout,
   calibrated on representative images (`float_ops` lists what stays float).
 - `with_implementation`: that clone, useful on its own (e.g. to compare implementations).
@@ -51,7 +53,8 @@ def with_implementation(model, implementation="unrolled"):
         model: a functional or `Sequential` Keras model (subclassed models cannot be
             cloned from their configs).
         implementation: one of `keras_sasa.ops.window_attention.IMPLEMENTATIONS`.
-            Defaults to `"unrolled"`, the implementation that converts to TFLite.
+            Defaults to `"unrolled"`, the sum over window offsets (TFLite builtins, any
+            Keras backend).
 
     Returns:
         A new `keras.Model` with the same weights.
@@ -196,7 +199,7 @@ def _check_fixed_image_size(model, format_name):
 
 
 def to_tflite(
-    model, path=None, implementation="unrolled", quantize=None, representative_images=None
+    model, path=None, implementation="blocked", quantize=None, representative_images=None
 ):
     """Converts `model` to TFLite with the builtin op set only (no select TF ops).
 
@@ -217,8 +220,8 @@ def to_tflite(
     Args:
         model: a functional or `Sequential` Keras model.
         path: where to write the `.tflite` file, or None to write nothing.
-        implementation: the attention implementation converted. Defaults to `"unrolled"`,
-            the only one made of builtin ops; `None` converts the model as it is.
+        implementation: the attention implementation converted: `"blocked"` (default)
+            or `"unrolled"`, both made of builtin ops; `None` converts the model as it is.
         quantize: None (float32), `"dynamic"` or `"int8"`.
         representative_images: with `quantize="int8"`, a float32 array
             `(count, H, W, C)` of typical inputs (e.g. 200 training images, preprocessed

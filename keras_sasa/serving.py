@@ -255,7 +255,7 @@ def write_serving(results, output_dir, name, machine, threads=None):
         f"and 90th percentile of {results[0].runs} calls, contenders round-robin in one "
         "process. "
         "onnxruntime: `export.to_onnx` (blocked attention); litert: `export.to_tflite` "
-        "(unrolled attention); keras: `predict_on_batch`.\n\n" + serving_table(results) + "\n"
+        "(blocked attention); keras: `predict_on_batch`.\n\n" + serving_table(results) + "\n"
     )
     with open(os.path.join(output_dir, f"{name}.md"), "w") as f:
         f.write(text)

@@ -33,13 +33,18 @@ def calibration(count=64, seed=0):
     return np.random.default_rng(seed).uniform(size=(count, 8, 8, 1)).astype("float32")
 
 
-@pytest.fixture(scope="module")
-def model_and_files():
+# Both attention implementations that convert to TFLite builtins: the blocked one (the
+# default) and the unrolled one.
+@pytest.fixture(scope="module", params=["blocked", "unrolled"])
+def model_and_files(request):
     model = digits_sized_model()
     images = calibration()
     files = {
         mode: export.to_tflite(
-            model, quantize=mode, representative_images=images if mode == "int8" else None
+            model,
+            implementation=request.param,
+            quantize=mode,
+            representative_images=images if mode == "int8" else None,
         )
         for mode in (None, "dynamic", "int8")
     }
@@ -61,8 +66,8 @@ def test_dynamic_quantization_stores_int8_weights_and_computes_in_float(model_an
     model, files = model_and_files
     assert np.int8 in tensor_dtypes(files["dynamic"])
     assert len(files["dynamic"]) < len(files[None])
-    # Activations stay float: the softmax and the window products too.
-    assert {"SOFTMAX", "SELECT_V2", "MUL"} <= set(export.float_ops(files["dynamic"]))
+    # Activations stay float: the softmax and the mask's products too.
+    assert {"SOFTMAX", "MUL"} <= set(export.float_ops(files["dynamic"]))
     x = calibration(16, seed=1)
     expected = np.asarray(model(x))
     got = export.run_tflite(files["dynamic"], x)
@@ -80,8 +85,8 @@ def test_full_integer_computes_every_op_in_int8_with_float_input_and_output(mode
 
 def test_full_integer_keeps_the_float_outputs_through_the_border_mask(model_and_files):
     # With the mask added as -1e9 the logits' int8 step was millions wide and the
-    # attention uniform: errors of 8% of the outputs' range here. The select keeps the
-    # logits' own range: under 1%.
+    # attention uniform: errors of 8% of the outputs' range here (unrolled). The select
+    # masks keep the logits' own range: under 1%.
     model, files = model_and_files
     x = calibration(16, seed=1)
     expected = np.asarray(model(x))

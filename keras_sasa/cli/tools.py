@@ -369,7 +369,7 @@ def add_export_parser(commands):
             'batch size (needs pip install "keras-sasa[onnx]"); attention layers on the '
             "extract_patches reference are exported with the blocked implementation. tflite: "
             "TFLite with the builtin op set only; the attention layers are converted with "
-            "the unrolled implementation and the same weights; --quantize dynamic stores "
+            "the blocked implementation and the same weights; --quantize dynamic stores "
             "int8 weights, --quantize int8 computes in int8 (calibrated on 200 training "
             "images of --dataset, by default the dataset of the run directory holding "
             "MODEL.keras). onnx and tflite need a fixed input height and width."

@@ -171,22 +171,36 @@ class _Blocks:
             return tuple(ops.convert_to_tensor(x) for x in out)
         return ops.convert_to_tensor(out)
 
-    def queries(self, x):
-        """(G, rows, cols, N, C) -> (X, b*b, C), zero-padded to whole blocks."""
+    def queries(self, x, low_rank=False):
+        """(G, rows, cols, N, C) -> (X, b*b, C), zero-padded to whole blocks.
+
+        `low_rank`: in two transposes of at most 5 dimensions instead of one of 7, which
+        TFLite's builtin Transpose does not take."""
         b, num_heads, channels = self.b, x.shape[3], x.shape[4]
         more_rows, more_cols = self.nbh * b - self.rows, self.nbw * b - self.cols
         if not self.static or more_rows or more_cols:
             x = ops.pad(x, [[0, 0], [0, more_rows], [0, more_cols], [0, 0], [0, 0]])
+        if low_rank:
+            x = ops.transpose(x, (0, 3, 1, 2, 4))  # (G, N, rows, cols, C)
+            x = ops.reshape(x, (-1, b, self.nbw, b * channels))
+            x = ops.transpose(x, (0, 2, 1, 3))  # (G * N * nbh, nbw, b, b * C)
+            return ops.reshape(x, (-1, b * b, channels))
         x = ops.reshape(x, (-1, self.nbh, b, self.nbw, b, num_heads, channels))
         x = ops.transpose(x, (0, 5, 1, 3, 2, 4, 6))
         return ops.reshape(x, (-1, b * b, channels))
 
-    def images(self, blocks, num_heads):
+    def images(self, blocks, num_heads, low_rank=False):
         """The inverse of `queries`: (X, b*b, C) -> (G, rows, cols, N, C)."""
         b, channels = self.b, blocks.shape[-1]
-        x = ops.reshape(blocks, (-1, num_heads, self.nbh, self.nbw, b, b, channels))
-        x = ops.transpose(x, (0, 2, 4, 3, 5, 1, 6))
-        x = ops.reshape(x, (-1, self.nbh * b, self.nbw * b, num_heads, channels))
+        if low_rank:
+            x = ops.reshape(blocks, (-1, self.nbw, b, b * channels))
+            x = ops.transpose(x, (0, 2, 1, 3))  # (G * N * nbh, b, nbw, b * C)
+            x = ops.reshape(x, (-1, num_heads, self.nbh * b, self.nbw * b, channels))
+            x = ops.transpose(x, (0, 2, 3, 1, 4))
+        else:
+            x = ops.reshape(blocks, (-1, num_heads, self.nbh, self.nbw, b, b, channels))
+            x = ops.transpose(x, (0, 2, 4, 3, 5, 1, 6))
+            x = ops.reshape(x, (-1, self.nbh * b, self.nbw * b, num_heads, channels))
         if self.static and self.nbh * b == self.rows and self.nbw * b == self.cols:
             return x
         sizes = (ops.shape(x)[0], self.rows, self.cols, num_heads, channels)
@@ -488,7 +502,7 @@ def _attention_select(blocks, q, k, v, *tables):
     num_heads, key_dim = q.shape[3], q.shape[4]
     bb, mem, nb = t.b * t.b, t.mem, t.nbh * t.nbw
     centres, table_index = _select_indices(t.b, t.k)
-    qb, km, vm = t.queries(q), t.memory(k), t.memory(v)
+    qb, km, vm = t.queries(q, low_rank=True), t.memory(k), t.memory(v)
     logits = ops.einsum("xqd,xmd->xqm", qb, km)  # (X, b*b, M*M)
     if tables:
         per_query = ops.take(_offset_tables(*tables), table_index, axis=0)  # (b*b * 2M, N, D)
@@ -516,4 +530,4 @@ def _attention_select(blocks, q, k, v, *tables):
     # outside the image), and the receptive field stays the window.
     weights = ops.reshape(weights, by_query) * inside
     out_blocks = ops.matmul(ops.cast(ops.reshape(weights, (-1, bb, mem * mem)), vm.dtype), vm)
-    return t.images(out_blocks, num_heads)
+    return t.images(out_blocks, num_heads, low_rank=True)
