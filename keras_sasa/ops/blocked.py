@@ -492,11 +492,13 @@ def _attention_select(blocks, q, k, v, *tables):
     """`_attention`'s forward pass with the select mask (see `local_attention_blocked`),
     for inference and export; its gradient is left to automatic differentiation.
 
-    Its graph is laid out for runtimes that run it op by op (ONNX Runtime): no broadcast
-    over the short memory axes, which are slow there. The relative logits are one
-    (N, b*b) batch of small matmuls against per-query tables, giving each query's 2M row
-    and column logits, then one matmul against the 0/1 selectors that spreads them over
-    the M*M memory positions.
+    Its graph is laid out for runtimes that run it op by op (ONNX Runtime, LiteRT): the
+    relative logits are one (N, b*b) batch of small matmuls against per-query tables,
+    giving each query's 2M row and column logits, then one matmul against the 0/1
+    selectors that spreads them over the M*M memory positions, where two Adds
+    broadcasting over the short memory axes took 9x as long in ONNX Runtime
+    (benchmarks/onnx_ops.py). The blocks are cut with transposes of at most 5
+    dimensions (TFLite's builtin Transpose takes no more).
     """
     t = blocks
     num_heads, key_dim = q.shape[3], q.shape[4]
@@ -518,16 +520,13 @@ def _attention_select(blocks, q, k, v, *tables):
     grids = t.d * t.d
     by_query = (grids, -1, nb, bb, mem * mem)
     centre = ops.take(ops.reshape(logits, (grids, -1, nb, bb * mem * mem)), centres, axis=3)
-    inside = ops.cast(t.inside(), "float32")
-    # Inside the window the logit itself; outside, the centre's logit minus MASK_MARGIN
-    # (to rounding), with no gradient to the key there. As two differences and a
-    # product, none of which broadcasts both ways: such broadcasts, and its Where, are
-    # several times slower in ONNX Runtime than a Mul against a broadcast constant.
-    logits = ops.reshape(logits, by_query)
-    logits = logits - (logits - (centre[..., None] - MASK_MARGIN)) * (1.0 - inside)
+    inside = t.inside()
+    # tf2onnx writes this float select as two products and a sum, which ONNX Runtime
+    # runs about 4x faster than its Where (benchmarks/onnx_ops.py).
+    logits = ops.where(inside, ops.reshape(logits, by_query), centre[..., None] - MASK_MARGIN)
     weights = ops.softmax(ops.reshape(logits, (-1, mem * mem)), axis=-1)
     # Exactly 0 outside the window: the keys there are other pixels' (not the zeros
     # outside the image), and the receptive field stays the window.
-    weights = ops.reshape(weights, by_query) * inside
+    weights = ops.reshape(weights, by_query) * ops.cast(inside, "float32")
     out_blocks = ops.matmul(ops.cast(ops.reshape(weights, (-1, bb, mem * mem)), vm.dtype), vm)
     return t.images(out_blocks, num_heads, low_rank=True)
