@@ -10,7 +10,7 @@
   the blocked attention with its select mask, whose graph keeps to builtins (gathers,
   batched matmuls, transposes of at most 5 dimensions, a 2-D softmax); the extract_patches
   reference uses ExtractImagePatches, which TFLite lacks. `implementation="unrolled"` (a
-  sum over the k*k window offsets) converts too, 1.7x (k = 3) to 2.3x (k = 7) slower in
+  sum over the k*k window offsets) converts too, 1.4x (k = 3) to 2.7x (k = 7) slower in
   LiteRT (docs/serving.md).
   `quantize="dynamic"` stores int8 weights; `quantize="int8"` computes in int8 throughout,
   calibrated on representative images (`float_ops` lists what stays float).
