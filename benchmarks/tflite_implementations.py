@@ -42,9 +42,7 @@ def measure(size):
     rows = []
     for name in ("blocked", "unrolled", "conv twin"):
         ms = statistics.median(times[name])
-        extra = (
-            f"{sizes_mb[name]:.2f} MB | {errors[name]:.1e}" if name in sizes_mb else "- | -"
-        )
+        extra = f"{sizes_mb[name]:.2f} MB | {errors[name]:.1e}" if name in sizes_mb else "- | -"
         rows.append(f"| {size}x{size} | {name} | {ms:.1f} | {ms / conv_ms:.2f}x | {extra} |")
     return rows
 
@@ -56,7 +54,8 @@ def main(argv):
     lines = [
         f"LiteRT, one thread, batch 1, median of round-robin calls; {machine_description()}.",
         "",
-        "| input | TFLite attention | median ms | vs conv twin | file | max error vs Keras (class probabilities) |",
+        "| input | TFLite attention | median ms | vs conv twin | file "
+        "| max error vs Keras (class probabilities) |",
         "|---|---|---|---|---|---|",
     ]
     for size in SIZES:
