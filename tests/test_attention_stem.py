@@ -96,6 +96,23 @@ def test_unscaled_logits_match_reference(window):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("window", ["block", "sliding"])
+def test_training_and_inference_masks_agree_where_padding_would_win(window):
+    # Unscaled logits of positive queries against negative keys: the zero keys of the
+    # padding outside the image score far above every real one, so the masks must hold.
+    # Training adds -1e9; inference selects the pixel's own logit minus 20 (bounded).
+    x = np.abs(np.random.default_rng(3).normal(size=(1, 7, 6, 4))).astype("float32")
+    layer = _stem(filters=8, kernel_size=4, num_heads=2, window=window, scale_logits=False)
+    layer.build(x.shape)
+    layer.query_kernel.assign(8.0 * np.abs(numpy(layer.query_kernel)))
+    layer.key_kernel.assign(-8.0 * np.abs(numpy(layer.key_kernel)))
+    want = attention_stem_loops(
+        x.astype("float64"), *_weights(layer), num_heads=2, kernel_size=4, window=window, scale=1.0
+    )
+    for training in (True, False):
+        np.testing.assert_allclose(numpy(layer(x, training=training)), want, atol=1e-5, rtol=0)
+
+
 def test_sliding_window_offsets_follow_conv2d_same_padding():
     # k = 4: rows/columns -1..+2 around the pixel; k = 3: centred.
     assert [a for a, _, _, _ in window_members(5, 5, 20, 20, 4, "sliding")][::4] == [4, 5, 6, 7]

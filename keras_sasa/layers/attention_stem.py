@@ -82,6 +82,10 @@ class AttentionStem2D(keras.layers.Layer):
     Call arguments:
         inputs: `(batch, height, width, channels)` tensor; batch, height and width may be
             unknown.
+        training: whether the call is part of a training step (Keras sets it). Window
+            positions outside the image leave the softmax by an added -1e9 in training
+            and by a select against the pixel's own logit in inference, which keeps the
+            logits' range for int8 quantization: the same outputs to float32 rounding.
 
     Returns:
         `(batch, ceil(height / strides), ceil(width / strides), filters)` tensor.
@@ -171,7 +175,7 @@ class AttentionStem2D(keras.layers.Layer):
         self.column_embeddings = embedding("column_embeddings", self.kernel_size)
         self.mixture_embeddings = embedding("mixture_embeddings", self.num_mixtures)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         out = stem_ops.attention_stem(
             ops.cast(inputs, self.compute_dtype),
             self.query_kernel.value,
@@ -184,6 +188,9 @@ class AttentionStem2D(keras.layers.Layer):
             kernel_size=self.kernel_size,
             window=self.window,
             scale=None if self.scale_logits else 1.0,
+            # Training adds MASKED to the logits outside the image; inference selects
+            # (bounded logits, for int8 export): the same outputs to float32 rounding.
+            select_mask=not training,
         )
         return _pooling.downsample(out, self.strides, self.filters)
 

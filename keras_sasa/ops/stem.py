@@ -32,6 +32,7 @@ import math
 from keras import ops
 
 from keras_sasa import _validation as check
+from keras_sasa.ops._common import MASK_MARGIN
 from keras_sasa.ops._common import MASKED
 from keras_sasa.ops._common import softmax_last
 
@@ -78,6 +79,7 @@ def attention_stem(
     kernel_size,
     window="block",
     scale=None,
+    select_mask=False,
 ):
     """The attention stem from its weights: projections, mixture weights and attention.
 
@@ -91,6 +93,7 @@ def attention_stem(
         kernel_size: edge of the window.
         window: `"block"` or `"sliding"` (module docstring).
         scale: multiplier of the logits; `None` means `1 / sqrt(filters // num_heads)`.
+        select_mask: see `spatially_aware_attention`.
 
     Returns:
         `(batch, height, width, num_heads, filters // num_heads)`, in the dtype of `inputs`.
@@ -110,11 +113,20 @@ def attention_stem(
         kernel_size,
         window=window,
         scale=scale,
+        select_mask=select_mask,
     )
 
 
 def spatially_aware_attention(
-    query, key, inputs, value_kernels, mixture, kernel_size, window="block", scale=None
+    query,
+    key,
+    inputs,
+    value_kernels,
+    mixture,
+    kernel_size,
+    window="block",
+    scale=None,
+    select_mask=False,
 ):
     """Attention whose values are mixed per window position, from projected queries and keys.
 
@@ -127,6 +139,11 @@ def spatially_aware_attention(
         kernel_size: edge of the window.
         window: `"block"` or `"sliding"` (module docstring).
         scale: multiplier of the logits; `None` means `1 / sqrt(key_dim)`.
+        select_mask: how window positions outside the image leave the softmax. False
+            (training): MASKED is added to their logits. True (inference and export):
+            their logits are replaced by the query's own logit minus `MASK_MARGIN`, which
+            keeps the logits' range for int8 quantization (docs/serving.md); their values
+            are zeros either way.
 
     Returns:
         `(batch, height, width, num_heads, value_dim)`, in the dtype of `inputs`.
@@ -141,10 +158,10 @@ def spatially_aware_attention(
     kernels = ops.reshape(kernels, (kernel_size * kernel_size, *value_kernels.shape[1:]))
     kernels = ops.cast(kernels, inputs.dtype)
     attend = _block_attention if window == "block" else _sliding_attention
-    return attend(query, key, inputs, kernels, kernel_size)
+    return attend(query, key, inputs, kernels, kernel_size, select_mask)
 
 
-def _block_attention(query, key, inputs, kernels, kernel_size):
+def _block_attention(query, key, inputs, kernels, kernel_size, select_mask):
     """Attention inside the kernel_size x kernel_size blocks of the image (Appendix A.1).
 
     Tensors stay within 6 dimensions and products within rank 4, so that the graph
@@ -178,8 +195,15 @@ def _block_attention(query, key, inputs, kernels, kernel_size):
     key_blocks = by_head(blocks(flat(key)), key_dim)
     logits = ops.einsum("xnpd,xnqd->xnpq", query_blocks, key_blocks)  # (B*rows*cols, N, k*k, k*k)
     inside = blocks(ops.ones((1, height, width, 1), "float32"))  # (rows * cols, k*k, 1)
-    mask = ops.reshape((1.0 - inside) * MASKED, (1, rows * cols, 1, 1, area))
-    logits = ops.reshape(logits, (batch, rows * cols, num_heads, area, area)) + mask
+    logits = ops.reshape(logits, (batch, rows * cols, num_heads, area, area))
+    if select_mask:
+        # Each query's logit against its own key.
+        own = ops.sum(query_blocks * key_blocks, axis=-1)
+        own = ops.reshape(own, (batch, rows * cols, num_heads, area, 1))
+        inside = ops.reshape(inside > 0.5, (1, rows * cols, 1, 1, area))
+        logits = ops.where(inside, logits, own - MASK_MARGIN)
+    else:
+        logits = logits + ops.reshape((1.0 - inside) * MASKED, (1, rows * cols, 1, 1, area))
     probs = ops.cast(softmax_last(logits), inputs.dtype)
     probs = ops.reshape(probs, (-1, num_heads, area, area))
 
@@ -194,7 +218,7 @@ def _block_attention(query, key, inputs, kernels, kernel_size):
     return out[:, :height, :width]
 
 
-def _sliding_attention(query, key, inputs, kernels, kernel_size):
+def _sliding_attention(query, key, inputs, kernels, kernel_size, select_mask):
     """Attention over the window around every pixel, from shifted slices.
 
     Tensors stay within 5 dimensions and products within rank 4 (TFLite builtins).
@@ -223,8 +247,15 @@ def _sliding_attention(query, key, inputs, kernels, kernel_size):
     queries = ops.reshape(query, (-1, num_heads, key_dim))
     logits = ops.einsum("xnd,xpnd->xnp", queries, key_windows)
     outside = 1.0 - windows(pad(ops.ones((1, height, width, 1), "float32")))  # (1, H, W, k*k, 1)
-    mask = ops.reshape(outside * MASKED, (1, height * width, 1, area))
-    logits = ops.reshape(logits, (batch, height * width, num_heads, area)) + mask
+    logits = ops.reshape(logits, (batch, height * width, num_heads, area))
+    if select_mask:
+        # The window position at offset (0, 0): the pixel's own key.
+        own = before * kernel_size + before
+        centre = logits[:, :, :, own : own + 1]
+        inside = ops.reshape(outside < 0.5, (1, height * width, 1, area))
+        logits = ops.where(inside, logits, centre - MASK_MARGIN)
+    else:
+        logits = logits + ops.reshape(outside * MASKED, (1, height * width, 1, area))
     probs = ops.cast(softmax_last(logits), inputs.dtype)
     # Every pixel's value under each of the k*k window positions' matrices, then for
     # window position p the neighbour's value under matrix p.
