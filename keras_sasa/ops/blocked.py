@@ -204,31 +204,39 @@ class _Blocks:
     def memories(self, key, value):
         """`memory` of the keys and of the values. Where they have the same dtype and
         channels, as one gather of both, stacked on the leading axis and split again (a
-        split on the leading axis copies nothing on TensorFlow): the graph holds one
-        memory's ops instead of two, forward and backward."""
+        split on the leading axis copies nothing on TensorFlow): fewer ops in the graph
+        that the first training step traces and optimises, with the same numbers."""
         if not _same_layout(key, value):
             return self.memory(key), self.memory(value)
         both = self.memory(ops.concatenate([key, value], axis=0))
         return tuple(ops.split(both, 2, axis=0))
 
     def memory_gradients(self, dkey, dvalue, num_heads):
-        """The gradients of `memories`, the same way: one scatter-add for both. Every sum
-        runs over the same block positions in the same order, so the numbers are those of
-        two `memory_gradient`s."""
+        """The gradients of `memories`: a scatter-add each (a concatenation of the block
+        gradients before one scatter-add would copy them, the largest tensors of the
+        backward pass), then one crop for both."""
         if not _same_layout(dkey, dvalue):
             return self.memory_gradient(dkey, num_heads), self.memory_gradient(dvalue, num_heads)
-        both = self.memory_gradient(ops.concatenate([dkey, dvalue], axis=0), num_heads)
-        return tuple(ops.split(both, 2, axis=0))
+        sums = ops.concatenate([self._scatter_add(dkey), self._scatter_add(dvalue)], axis=1)
+        return tuple(ops.split(self._crop(sums, num_heads), 2, axis=0))
 
     def memory_gradient(self, grad, num_heads):
         """The gradient of `memory`: (X, M*M, C) -> (G, rows, cols, N, C), the scatter-add
         of the gather over the block positions (rows of G*C values, as TensorFlow's own
         gather gradient makes them)."""
+        return self._crop(self._scatter_add(grad), num_heads)
+
+    def _scatter_add(self, grad):
+        """(X, M*M, C) -> (padded rows * padded cols, G*N, C)."""
         channels = grad.shape[-1]
         per_image = self.nbh * self.nbw * self.mem * self.mem
         grad = ops.transpose(ops.reshape(grad, (-1, per_image, channels)), (1, 0, 2))
         padded = self.padded_rows * self.padded_cols
-        grad = ops.segment_sum(grad, self._memory_index(), num_segments=padded)
+        return ops.segment_sum(grad, self._memory_index(), num_segments=padded)
+
+    def _crop(self, grad, num_heads):
+        """(padded rows * padded cols, G*N, C) -> (G, rows, cols, N, C), the halo cut off."""
+        channels = grad.shape[-1]
         grad = ops.reshape(grad, (self.padded_rows, self.padded_cols, -1, num_heads, channels))
         sizes = (self.rows, self.cols, _shape(grad)[2], num_heads, channels)
         grad = ops.slice(grad, (self.halo, self.halo, 0, 0, 0), sizes)
