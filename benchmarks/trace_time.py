@@ -187,6 +187,7 @@ def layer_ops(model):
     both = tf.function(forward_backward).get_concrete_function(spec).graph.get_operations()
     kinds = collections.Counter(op.type for op in both)
     return {
+        "attention_layers_tracing_s": _attention_layers_tracing_s(built, config.batch_size),
         "layer_input_shape": list(shape),
         "kernel_size": layer.kernel_size,
         "num_heads": layer.num_heads,
@@ -197,6 +198,38 @@ def layer_ops(model):
         "transposes": kinds["Transpose"],
         "most_common": kinds.most_common(8),
     }
+
+
+def _attention_layers_tracing_s(model, batch_size, repeats=5):
+    """Python tracing of the forward + backward of each attention layer of `model` on
+    its own (thread CPU time, median of `repeats` traces), summed over the layers."""
+    import time
+
+    import tensorflow as tf
+
+    from keras_sasa import layers
+
+    total = 0.0
+    for attention in model.layers:
+        if not isinstance(attention, layers.LocalSelfAttention2D):
+            continue
+        shape = (batch_size, *attention.input.shape[1:])
+        layer = layers.LocalSelfAttention2D.from_config(attention.get_config())
+        layer.build(shape)
+
+        def forward_backward(x, layer=layer):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+            return tape.gradient(y, [x, *layer.trainable_weights], output_gradients=y)
+
+        times = []
+        for _ in range(repeats):
+            start = time.thread_time()
+            tf.function(forward_backward).get_concrete_function(tf.TensorSpec(shape))
+            times.append(time.thread_time() - start)
+        total += statistics.median(times)
+    return total
 
 
 def _run_child(model, variant, later_steps, breakdown=False):
@@ -276,6 +309,11 @@ def main():
         action="store_true",
         help="also time Python tracing and graph optimisation (see the module docstring)",
     )
+    parser.add_argument(
+        "--layers-only",
+        action="store_true",
+        help="only count and trace the attention layers (no training steps, no file)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -287,9 +325,13 @@ def main():
         print(
             f"{model}: first attention layer {ops['forward']} ops forward, "
             f"{ops['forward_backward']} forward + backward ({ops['constants']} constants, "
-            f"{ops['reshapes']} reshapes, {ops['transposes']} transposes)",
+            f"{ops['reshapes']} reshapes, {ops['transposes']} transposes); Python tracing "
+            f"of the attention layers' forward + backward, each on its own: "
+            f"{ops['attention_layers_tracing_s']:.2f} s (thread CPU, summed medians)",
             flush=True,
         )
+        if args.layers_only:
+            continue
         runs, medians = measure(model, args.repeats, args.later_steps, args.breakdown)
         ratio = medians["sasa"]["trace_s"] / medians["conv"]["trace_s"]
         cpu_ratio = medians["sasa"]["trace_cpu_s"] / medians["conv"]["trace_cpu_s"]

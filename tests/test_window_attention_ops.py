@@ -162,7 +162,8 @@ def test_gradients_match_reference(border, dilation_rate, relative, jit_compile)
 
 
 def test_gradients_match_reference_when_values_are_wider_than_keys():
-    # Keys and values of different widths take separate gathers and scatter-adds.
+    # The hand-written gradient with values wider than keys (the other gradient tests'
+    # values are as wide as their keys).
     inputs = random_inputs(8, 1, 9, 7, 2, 4, 5, value_dim=6)
 
     def grads(op):
@@ -171,25 +172,6 @@ def test_gradients_match_reference_when_values_are_wider_than_keys():
     fast, reference = grads(wa.local_attention_blocked), grads(wa.local_attention_reference)
     for got, expected in zip(fast, reference, strict=True):
         np.testing.assert_allclose(got, expected, atol=1e-5)
-
-
-def test_keys_and_values_share_one_gather_with_the_same_numbers():
-    # Where keys and values match, the blocked path gathers (and scatter-adds) both at
-    # once: the blocks and the gradients must be exactly those of one gather each.
-    from keras_sasa.ops.blocked import _Blocks
-
-    blocks = _Blocks(9, 7, 1, 4, 5, "mask")
-    rng = np.random.default_rng(9)
-    key, value = (ops.convert_to_tensor(rng.normal(size=(2, 9, 7, 2, 4)), "float32") for _ in "kv")
-    shared = run(blocks.memories, key, value)
-    for got, x in zip(shared, (key, value), strict=True):
-        np.testing.assert_array_equal(got, run(blocks.memory, x))
-    dkey, dvalue = (
-        ops.convert_to_tensor(rng.normal(size=shared[0].shape), "float32") for _ in "kv"
-    )
-    shared = run(lambda a, b: blocks.memory_gradients(a, b, 2), dkey, dvalue)
-    for got, grad in zip(shared, (dkey, dvalue), strict=True):
-        np.testing.assert_array_equal(got, run(lambda g: blocks.memory_gradient(g, 2), grad))
 
 
 @pytest.mark.parametrize(

@@ -201,42 +201,15 @@ class _Blocks:
         x = _gather(x, self._memory_index(), axis=1)
         return ops.reshape(x, (-1, self.mem * self.mem, channels))
 
-    def memories(self, key, value):
-        """`memory` of the keys and of the values. Where they have the same dtype and
-        channels, as one gather of both, stacked on the leading axis and split again (a
-        split on the leading axis copies nothing on TensorFlow): fewer ops in the graph
-        that the first training step traces and optimises, with the same numbers."""
-        if not _same_layout(key, value):
-            return self.memory(key), self.memory(value)
-        both = self.memory(ops.concatenate([key, value], axis=0))
-        return tuple(ops.split(both, 2, axis=0))
-
-    def memory_gradients(self, dkey, dvalue, num_heads):
-        """The gradients of `memories`: a scatter-add each (a concatenation of the block
-        gradients before one scatter-add would copy them, the largest tensors of the
-        backward pass), then one crop for both."""
-        if not _same_layout(dkey, dvalue):
-            return self.memory_gradient(dkey, num_heads), self.memory_gradient(dvalue, num_heads)
-        sums = ops.concatenate([self._scatter_add(dkey), self._scatter_add(dvalue)], axis=1)
-        return tuple(ops.split(self._crop(sums, num_heads), 2, axis=0))
-
     def memory_gradient(self, grad, num_heads):
         """The gradient of `memory`: (X, M*M, C) -> (G, rows, cols, N, C), the scatter-add
         of the gather over the block positions (rows of G*C values, as TensorFlow's own
         gather gradient makes them)."""
-        return self._crop(self._scatter_add(grad), num_heads)
-
-    def _scatter_add(self, grad):
-        """(X, M*M, C) -> (padded rows * padded cols, G*N, C)."""
         channels = grad.shape[-1]
         per_image = self.nbh * self.nbw * self.mem * self.mem
         grad = ops.transpose(ops.reshape(grad, (-1, per_image, channels)), (1, 0, 2))
         padded = self.padded_rows * self.padded_cols
-        return ops.segment_sum(grad, self._memory_index(), num_segments=padded)
-
-    def _crop(self, grad, num_heads):
-        """(padded rows * padded cols, G*N, C) -> (G, rows, cols, N, C), the halo cut off."""
-        channels = grad.shape[-1]
+        grad = ops.segment_sum(grad, self._memory_index(), num_segments=padded)
         grad = ops.reshape(grad, (self.padded_rows, self.padded_cols, -1, num_heads, channels))
         sizes = (self.rows, self.cols, _shape(grad)[2], num_heads, channels)
         grad = ops.slice(grad, (self.halo, self.halo, 0, 0, 0), sizes)
@@ -277,12 +250,6 @@ def _gather(x, indices, axis):
 
         return tf.gather(x, indices, axis=axis)
     return ops.take(x, indices, axis=axis)
-
-
-def _same_layout(a, b):
-    return a.shape[-1] == b.shape[-1] and keras.backend.standardize_dtype(
-        a.dtype
-    ) == keras.backend.standardize_dtype(b.dtype)
 
 
 def _cast(xp, x, dtype):
@@ -387,8 +354,7 @@ def _attention(blocks, q, k, v, *tables):
 
     @ops.custom_gradient
     def attend(q, k, v, *tables):
-        qb = t.queries(q)
-        km, vm = t.memories(k, v)
+        qb, km, vm = t.queries(q), t.memory(k), t.memory(v)
         row_term, col_term = t.masks(per_block=bool(tables))
         if tables:
             # Relative logits per offset (k per axis), then shifted into the memory
@@ -454,7 +420,12 @@ def _attention(blocks, q, k, v, *tables):
                 drow = ops.slice(dtable, (0, 0, 0), (kernel, num_heads, row_dim))
                 dcol = ops.slice(dtable, (kernel, 0, row_dim), tables[1].shape)
                 dtables = (drow, dcol)
-            return (t.images(dqb, num_heads), *t.memory_gradients(dkm, dvm, num_heads), *dtables)
+            return (
+                t.images(dqb, num_heads),
+                t.memory_gradient(dkm, num_heads),
+                t.memory_gradient(dvm, num_heads),
+                *dtables,
+            )
 
         return t.images(out_blocks, num_heads), grad
 
