@@ -28,7 +28,9 @@ measured steps, wall and thread CPU time; the first trace's is about the same), 
 optimisation of the first step's function (TensorFlow's grappler, the sum of the pass times
 it logs with TF_CPP_VMODULE=meta_optimizer=1), and the rest of the trace time (the first
 run: placement, kernel creation, allocations); and the train function's graph ops and the
-first step's minor page faults.
+first step's minor page faults. `--layers-only` counts the first attention layer's ops and
+times the Python tracing of each attention layer's forward + backward on its own (thread
+CPU time, median of 5 traces, summed over the layers), and stops there.
 
 Writes benchmarks/results/trace_time_<model>[_<tag>].json.
 """
