@@ -213,6 +213,19 @@ def test_gradients_match_reference(border, dilation_rate, relative, jit_compile,
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+def test_gradients_match_reference_when_values_are_wider_than_keys():
+    # The hand-written gradient with values wider than keys (the other gradient tests'
+    # values are as wide as their keys).
+    inputs = random_inputs(8, 1, 9, 7, 2, 4, 5, value_dim=6)
+
+    def grads(op):
+        return gradients(lambda *t: ops.sum(ops.sin(op(*t, 5))), inputs)
+
+    fast, reference = grads(wa.local_attention_blocked), grads(wa.local_attention_reference)
+    for got, expected in zip(fast, reference, strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -4,10 +4,12 @@ pooling with "same" padding, so that sizes follow Conv2D(padding="same")."""
 import keras
 from keras import ops
 
+from keras_sasa.ops._common import shape as static_shape
+
 
 def downsample(heads, strides, filters):
     """(batch, H, W, heads, head_size) attention output -> pooled (batch, H', W', filters)."""
-    shape = ops.shape(heads)
+    shape = static_shape(heads)
     out = ops.reshape(heads, (shape[0], shape[1], shape[2], filters))
     if strides > 1:
         if keras.backend.backend() == "torch":

@@ -10,6 +10,7 @@ from keras import ops
 from keras_sasa.layers import _pooling
 from keras_sasa import _validation as check
 from keras_sasa.ops import window_attention as attention_ops
+from keras_sasa.ops._common import shape as static_shape
 
 # The widest window accepted. Where height and width are known, a window wider than the
 # map reaches only masked positions and is cut to what the map reaches (see `_window`);
@@ -222,20 +223,28 @@ class LocalSelfAttention2D(keras.layers.Layer):
 
     def call(self, inputs, training=None, return_attention_scores=False):
         x = ops.cast(inputs, self.compute_dtype)
-        kernel = ops.concatenate([self.query_kernel, self.key_kernel, self.value_kernel], axis=-1)
+        # Stacked then reshaped: the same (channels, 3 * filters) matrix as a concatenation,
+        # but TensorFlow's gradient of a stack is one unstack, where a concatenation's is
+        # nine ops (its offsets, then a slice per kernel).
+        kernels = ops.stack([self.query_kernel, self.key_kernel, self.value_kernel], axis=1)
+        kernel = ops.reshape(kernels, (kernels.shape[0], 3 * self.filters))
         qkv = ops.matmul(x, ops.cast(kernel, self.compute_dtype))
         if self.use_bias:
             qkv = qkv + ops.cast(self.qkv_bias, self.compute_dtype)
-        shape = ops.shape(x)
+        shape = static_shape(x)
         # One reshape to (q, k, v) x heads, then one split: a reshape each would put three
         # more ops (and their gradients) in the graph.
         heads = (shape[0], shape[1], shape[2], 3 * self.num_heads, self.head_size)
         query, key, value = ops.split(ops.reshape(qkv, heads), 3, axis=3)
         k = self._window(x.shape[1], x.shape[2])
         cut = (self.kernel_size - k) // 2
-        if self.use_relative_position:
+        if self.use_relative_position and cut:
             row = self.row_embeddings.value[cut : cut + k]
             column = self.column_embeddings.value[cut : cut + k]
+        elif self.use_relative_position:
+            # The whole tables: a slice of all of them would put two strided slices and
+            # their gradients (20 ops) in the graph for nothing.
+            row, column = self.row_embeddings.value, self.column_embeddings.value
         else:
             row = column = None
         out = attention_ops.local_attention(

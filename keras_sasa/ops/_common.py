@@ -20,6 +20,14 @@ MASKED = -1e9
 MASK_MARGIN = 20.0
 
 
+def shape(x):
+    """`ops.shape(x)`, as Python ints where the sizes are static. On TensorFlow,
+    `ops.shape` puts a Shape op (folded to a constant) in the graph even then, and every
+    op a layer adds is paid for when the training step is traced."""
+    static = tuple(x.shape)
+    return static if None not in static else ops.shape(x)
+
+
 def check_args(kernel_size, dilation_rate, border):
     check.odd_kernel_size("kernel_size", kernel_size, type_error=ValueError)
     check.positive_int("dilation_rate", dilation_rate, type_error=ValueError)

@@ -25,6 +25,7 @@ tensors with `keras.ops`. Only the head and channel sizes must be static.
 
 import functools
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -32,6 +33,7 @@ from keras_sasa.ops._common import MASK_MARGIN
 from keras_sasa.ops._common import MASKED
 from keras_sasa.ops._common import check_args
 from keras_sasa.ops._common import logit_scale
+from keras_sasa.ops._common import shape as _shape
 
 
 def default_block_size(height, width, kernel_size):
@@ -59,7 +61,7 @@ def _space_to_grids(x, d):
     """(B, H, W, C) -> (d * d * B, ceil(H / d), ceil(W / d), C), zero-padded: the d*d
     interleaved sub-grids, grid g = row offset * d + column offset, batch minor (the
     layout of tf.space_to_batch)."""
-    shape = ops.shape(x)
+    shape = _shape(x)
     batch, height, width, channels = shape[0], shape[1], shape[2], x.shape[3]
     rows, cols = (height + d - 1) // d, (width + d - 1) // d
     x = ops.pad(x, [[0, 0], [0, rows * d - height], [0, cols * d - width], [0, 0]])
@@ -70,12 +72,12 @@ def _space_to_grids(x, d):
 
 def _grids_to_space(x, d, height, width):
     """The inverse of `_space_to_grids`, cropped back to height x width."""
-    shape = ops.shape(x)
+    shape = _shape(x)
     rows, cols, channels = shape[1], shape[2], x.shape[3]
     x = ops.reshape(x, (d, d, -1, rows, cols, channels))
     x = ops.transpose(x, (2, 3, 0, 4, 1, 5))
     x = ops.reshape(x, (-1, rows * d, cols * d, channels))
-    return ops.slice(x, (0, 0, 0, 0), (ops.shape(x)[0], height, width, channels))
+    return ops.slice(x, (0, 0, 0, 0), (_shape(x)[0], height, width, channels))
 
 
 def local_attention_blocked(
@@ -112,7 +114,7 @@ def local_attention_blocked(
     if block_size is None:
         block_size = default_block_size(query.shape[1], query.shape[2], kernel_size)
     d = dilation_rate
-    shape = ops.shape(query)
+    shape = _shape(query)
     batch, height, width = shape[0], shape[1], shape[2]
 
     q = ops.cast(query, "float32") * logit_scale(scale, query.shape[4])
@@ -122,7 +124,7 @@ def local_attention_blocked(
         def to_grids(x):
             channels = int(np.prod(x.shape[3:]))
             grids = _space_to_grids(ops.reshape(x, (batch, height, width, channels)), d)
-            sub = ops.shape(grids)
+            sub = _shape(grids)
             return ops.reshape(grids, (sub[0], sub[1], sub[2], *x.shape[3:]))
 
         tensors = [to_grids(t) for t in tensors]
@@ -131,7 +133,7 @@ def local_attention_blocked(
     blocks = _Blocks(height, width, d, block_size, kernel_size, border)
     out = (_attention_select if select_mask else _attention)(blocks, *tensors)
     if d > 1:
-        sub = ops.shape(out)
+        sub = _shape(out)
         flat = ops.reshape(out, (sub[0], sub[1], sub[2], int(np.prod(value.shape[3:]))))
         flat = _grids_to_space(flat, d, height, width)
         out = ops.reshape(flat, (batch, height, width, *value.shape[3:]))
@@ -203,7 +205,7 @@ class _Blocks:
             x = ops.reshape(x, (-1, self.nbh * b, self.nbw * b, num_heads, channels))
         if self.static and self.nbh * b == self.rows and self.nbw * b == self.cols:
             return x
-        sizes = (ops.shape(x)[0], self.rows, self.cols, num_heads, channels)
+        sizes = (_shape(x)[0], self.rows, self.cols, num_heads, channels)
         return ops.slice(x, (0, 0, 0, 0, 0), sizes)
 
     def _memory_index(self):
@@ -225,7 +227,7 @@ class _Blocks:
             ],
         )
         x = ops.reshape(x, (-1, self.padded_rows * self.padded_cols, channels))
-        x = ops.take(x, self._memory_index(), axis=1)
+        x = _gather(x, self._memory_index(), axis=1)
         return ops.reshape(x, (-1, self.mem * self.mem, channels))
 
     def memory_gradient(self, grad, num_heads):
@@ -238,7 +240,7 @@ class _Blocks:
         padded = self.padded_rows * self.padded_cols
         grad = ops.segment_sum(grad, self._memory_index(), num_segments=padded)
         grad = ops.reshape(grad, (self.padded_rows, self.padded_cols, -1, num_heads, channels))
-        sizes = (self.rows, self.cols, ops.shape(grad)[2], num_heads, channels)
+        sizes = (self.rows, self.cols, _shape(grad)[2], num_heads, channels)
         grad = ops.slice(grad, (self.halo, self.halo, 0, 0, 0), sizes)
         return ops.transpose(grad, (2, 0, 1, 3, 4))
 
@@ -272,6 +274,17 @@ def _memory_index(xp, nbh, nbw, b, mem, padded_cols):
     cols = xp.arange(nbw)[:, None] * b + xp.arange(mem)[None, :]  # (nbw, M)
     index = rows[:, None, :, None] * padded_cols + cols[None, :, None, :]
     return _cast(xp, xp.reshape(index, (-1,)), "int32")
+
+
+def _gather(x, indices, axis):
+    """`ops.take` for indices known to be in range (all of this module's): on TensorFlow
+    one GatherV2, where `ops.take` adds five ops (and five constants) that wrap negative
+    indices, to every gather of every layer's graph."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.gather(x, indices, axis=axis)
+    return ops.take(x, indices, axis=axis)
 
 
 def _cast(xp, x, dtype):
@@ -417,7 +430,7 @@ def _attention(blocks, q, k, v, *tables):
             # positions by one gather.
             skew, unskew = (ops.convert_to_tensor(i) for i in _relative_indices(t.b, kernel))
             offset_tables = _offset_tables(*tables)  # (2k, N, D)
-            batch = ops.shape(q)[0]
+            batch = _shape(q)[0]
             queries = ops.reshape(qb, (batch, num_heads, -1, key_dim))
             # Tables broadcast by hand: TF 2.21's batched matmul gives wrong numbers (and
             # corrupts memory) when it broadcasts a batch of 1 head against several
@@ -425,7 +438,7 @@ def _attention(blocks, q, k, v, *tables):
             by_offset = (batch, num_heads, key_dim, 2 * kernel)
             tables_t = ops.broadcast_to(ops.transpose(offset_tables, (1, 2, 0)), by_offset)
             offsets = ops.matmul(queries, tables_t)  # (G, N, blocks * b*b, 2k)
-            rel = ops.take(ops.reshape(offsets, (-1, bb * 2 * kernel)), skew, axis=1)
+            rel = _gather(ops.reshape(offsets, (-1, bb * 2 * kernel)), skew, axis=1)
             rel = ops.reshape(rel, (grids, -1, t.nbh * t.nbw, 2, bb * mem))
             row_rel, col_rel = ops.split(rel, 2, axis=3)
             # Masked per block, then reshaped: added to the logits as they are, the masks
@@ -462,7 +475,7 @@ def _attention(blocks, q, k, v, *tables):
                 # is slow.
                 selectors = ops.convert_to_tensor(_selectors(mem))
                 sums = ops.matmul(ops.reshape(dlogits, (-1, mem * mem)), selectors)
-                doffsets = ops.take(ops.reshape(sums, (-1, bb * 2 * mem)), unskew, axis=1)
+                doffsets = _gather(ops.reshape(sums, (-1, bb * 2 * mem)), unskew, axis=1)
                 doffsets = ops.reshape(doffsets, (batch, num_heads, -1, 2 * kernel))
                 by_channel = (batch, num_heads, 2 * kernel, key_dim)
                 tables_b = ops.broadcast_to(ops.transpose(offset_tables, (1, 0, 2)), by_channel)
