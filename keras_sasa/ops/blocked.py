@@ -520,7 +520,7 @@ def _attention_select(blocks, q, k, v, *tables):
     qb, km, vm = t.queries(q, low_rank=True), t.memory(k), t.memory(v)
     logits = ops.einsum("xqd,xmd->xqm", qb, km)  # (X, b*b, M*M)
     if tables:
-        per_query = ops.take(_offset_tables(*tables), table_index, axis=0)  # (b*b * 2M, N, D)
+        per_query = _gather(_offset_tables(*tables), table_index, axis=0)  # (b*b * 2M, N, D)
         per_query = ops.reshape(per_query, (bb, 2 * mem, num_heads, key_dim))
         per_query = ops.transpose(per_query, (2, 0, 3, 1))  # (N, b*b, D, 2M)
         queries = ops.reshape(qb, (-1, num_heads, nb, bb, key_dim))
@@ -532,7 +532,7 @@ def _attention_select(blocks, q, k, v, *tables):
         logits = logits + ops.reshape(ops.matmul(axes, spread), (-1, bb, mem * mem))
     grids = t.d * t.d
     by_query = (grids, -1, nb, bb, mem * mem)
-    centre = ops.take(ops.reshape(logits, (grids, -1, nb, bb * mem * mem)), centres, axis=3)
+    centre = _gather(ops.reshape(logits, (grids, -1, nb, bb * mem * mem)), centres, axis=3)
     inside = t.inside()
     # tf2onnx writes this float select as two products and a sum, which ONNX Runtime
     # runs about 4x faster than its Where (benchmarks/onnx_ops.py).
