@@ -4,7 +4,8 @@
 navigation, a docstring that does not parse, or an API entry autodoc cannot import: the
 same command a contributor runs (README's "Contributing"), in a subprocess, into a
 scratch directory. Every page under docs/ with ```python blocks (found by name, so a new
-page is run too) runs them as a reader would, one process per page (`page_blocks`).
+page is run too) runs them as a reader would: each page from its own directory, in its own
+namespace, all pages in one process, started once for this module (`page_blocks.run_pages`).
 """
 
 import os
@@ -16,7 +17,7 @@ from page_blocks import REPO
 from page_blocks import check_ran
 from page_blocks import docs_pages
 from page_blocks import page_blocks
-from page_blocks import run_page
+from page_blocks import run_pages
 
 PAGES_WITH_CODE = [page for page in docs_pages() if page_blocks(page)]
 
@@ -45,7 +46,12 @@ def test_pages_are_found_and_the_guides_have_python_blocks():
     assert {"docs/install.md", "docs/layer.md", "docs/export.md"} <= set(PAGES_WITH_CODE)
 
 
+@pytest.fixture(scope="module")
+def page_runs(tmp_path_factory):
+    return run_pages(PAGES_WITH_CODE, tmp_path_factory.mktemp("pages"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES_WITH_CODE)
-def test_python_blocks_run_in_order(page, tmp_path):
-    check_ran(run_page(page, tmp_path))
+def test_python_blocks_run_in_order(page, page_runs):
+    check_ran(page_runs[page])
