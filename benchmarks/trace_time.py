@@ -178,14 +178,17 @@ def layer_ops(model):
     layer = layers.LocalSelfAttention2D.from_config(attention.get_config())
     layer.build(shape)
 
+    # training=True: the graph `fit` traces (inference runs another mask, see
+    # ops.blocked.local_attention_blocked).
     def forward_backward(x):
         with tf.GradientTape() as tape:
-            y = layer(x)
+            y = layer(x, training=True)
             loss = tf.reduce_sum(y * y)
         return tape.gradient(loss, layer.trainable_weights)
 
     spec = tf.TensorSpec(shape)
-    forward = tf.function(layer).get_concrete_function(spec).graph.get_operations()
+    forward = tf.function(lambda x: layer(x, training=True))
+    forward = forward.get_concrete_function(spec).graph.get_operations()
     both = tf.function(forward_backward).get_concrete_function(spec).graph.get_operations()
     kinds = collections.Counter(op.type for op in both)
     return {
@@ -222,7 +225,7 @@ def _attention_layers_tracing_s(model, batch_size, repeats=5):
         def forward_backward(x, layer=layer):
             with tf.GradientTape() as tape:
                 tape.watch(x)
-                y = layer(x)
+                y = layer(x, training=True)
             return tape.gradient(y, [x, *layer.trainable_weights], output_gradients=y)
 
         times = []
