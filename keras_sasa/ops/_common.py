@@ -12,11 +12,11 @@ BORDER_MODES = ("mask", "zeros")
 # float32 here, so this is far from overflow, and exp(MASKED - max) is exactly 0.
 MASKED = -1e9
 
-# The export implementation's border mask instead (ops/unrolled.py): a logit outside the image
-# is set to the window centre's logit minus this margin. Its weight is then at most
-# exp(-20) = 2e-9 of the centre's, and the logits keep the range of the real ones, which int8
-# quantization calibrates on; with MASKED that range reached -1e9 and every real logit fell in
-# one int8 step.
+# The mask of inference and the exports instead (`select_masked`): a masked logit is set to
+# the window centre's logit minus this margin. Its weight is then at most exp(-20) = 2e-9 of
+# the centre's, and the logits keep the range of the real ones, which int8 quantization
+# calibrates on (with MASKED that range reached -1e9 and every real logit fell in one int8
+# step) and on which ONNX Runtime's Softmax stays fast.
 MASK_MARGIN = 20.0
 
 
@@ -26,6 +26,13 @@ def shape(x):
     op a layer adds is paid for when the training step is traced."""
     static = tuple(x.shape)
     return static if None not in static else ops.shape(x)
+
+
+def select_masked(logits, inside, centre):
+    """`logits` where `inside` (bool), else `centre` minus `MASK_MARGIN`; `centre` is the
+    logit of a position that is never masked (the window's centre, the pixel's own key),
+    broadcast against `logits`."""
+    return ops.where(inside, logits, centre - MASK_MARGIN)
 
 
 def check_args(kernel_size, dilation_rate, border):

@@ -29,10 +29,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_sasa.ops._common import MASK_MARGIN
 from keras_sasa.ops._common import MASKED
 from keras_sasa.ops._common import check_args
 from keras_sasa.ops._common import logit_scale
+from keras_sasa.ops._common import select_masked
 from keras_sasa.ops._common import shape as _shape
 
 
@@ -307,11 +307,18 @@ def _axis_inside(xp, size, d, num_blocks, b, k, mask_border):
     return inside
 
 
-def _masks(xp, height, width, d, nbh, nbw, b, k, mask_border, per_block):
-    """See `_Blocks.masks`. Grid g = row offset * d + column offset."""
-    mem = b + k - 1
+def _grid_axes_inside(xp, height, width, d, nbh, nbw, b, k, mask_border):
+    """`_axis_inside` for the rows and the columns of each of the d*d sub-grids (grid
+    g = row offset * d + column offset): (d*d, nbh, b, M) and (d*d, nbw, b, M) bool."""
     rows = xp.repeat(_axis_inside(xp, height, d, nbh, b, k, mask_border), d, axis=0)
     cols = xp.tile(_axis_inside(xp, width, d, nbw, b, k, mask_border), (d, 1, 1, 1))
+    return rows, cols
+
+
+def _masks(xp, height, width, d, nbh, nbw, b, k, mask_border, per_block):
+    """See `_Blocks.masks`."""
+    mem = b + k - 1
+    rows, cols = _grid_axes_inside(xp, height, width, d, nbh, nbw, b, k, mask_border)
     full = (d * d, 1, nbh, nbw, b, b, mem)
     rows = xp.broadcast_to(rows[:, None, :, None, :, None, :], full)
     cols = xp.broadcast_to(cols[:, None, None, :, None, :, :], full)
@@ -327,10 +334,9 @@ def _masks(xp, height, width, d, nbh, nbw, b, k, mask_border, per_block):
 
 
 def _inside(xp, height, width, d, nbh, nbw, b, k, mask_border):
-    """See `_Blocks.inside`. Grid g = row offset * d + column offset."""
+    """See `_Blocks.inside`."""
     mem = b + k - 1
-    rows = xp.repeat(_axis_inside(xp, height, d, nbh, b, k, mask_border), d, axis=0)
-    cols = xp.tile(_axis_inside(xp, width, d, nbw, b, k, mask_border), (d, 1, 1, 1))
+    rows, cols = _grid_axes_inside(xp, height, width, d, nbh, nbw, b, k, mask_border)
     # The outer `and` over flattened axes, then one transpose to (g, block row, block
     # column, query row, query column, memory row, memory column): TensorFlow broadcasts
     # at most 5 dimensions.
@@ -536,7 +542,7 @@ def _attention_select(blocks, q, k, v, *tables):
     inside = t.inside()
     # tf2onnx writes this float select as two products and a sum, which ONNX Runtime
     # runs about 4x faster than its Where (benchmarks/onnx_ops.py).
-    logits = ops.where(inside, ops.reshape(logits, by_query), centre[..., None] - MASK_MARGIN)
+    logits = select_masked(ops.reshape(logits, by_query), inside, centre[..., None])
     weights = ops.softmax(ops.reshape(logits, (-1, mem * mem)), axis=-1)
     # Exactly 0 outside the window: the keys there are other pixels' (not the zeros
     # outside the image), and the receptive field stays the window.

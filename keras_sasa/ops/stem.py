@@ -32,8 +32,8 @@ import math
 from keras import ops
 
 from keras_sasa import _validation as check
-from keras_sasa.ops._common import MASK_MARGIN
 from keras_sasa.ops._common import MASKED
+from keras_sasa.ops._common import select_masked
 from keras_sasa.ops._common import softmax_last
 
 WINDOWS = ("block", "sliding")
@@ -201,7 +201,7 @@ def _block_attention(query, key, inputs, kernels, kernel_size, select_mask):
         own = ops.sum(query_blocks * key_blocks, axis=-1)
         own = ops.reshape(own, (batch, rows * cols, num_heads, area, 1))
         inside = ops.reshape(inside > 0.5, (1, rows * cols, 1, 1, area))
-        logits = ops.where(inside, logits, own - MASK_MARGIN)
+        logits = select_masked(logits, inside, own)
     else:
         logits = logits + ops.reshape((1.0 - inside) * MASKED, (1, rows * cols, 1, 1, area))
     probs = ops.cast(softmax_last(logits), inputs.dtype)
@@ -253,7 +253,7 @@ def _sliding_attention(query, key, inputs, kernels, kernel_size, select_mask):
         own = before * kernel_size + before
         centre = logits[:, :, :, own : own + 1]
         inside = ops.reshape(outside < 0.5, (1, height * width, 1, area))
-        logits = ops.where(inside, logits, centre - MASK_MARGIN)
+        logits = select_masked(logits, inside, centre)
     else:
         logits = logits + ops.reshape(outside * MASKED, (1, height * width, 1, area))
     probs = ops.cast(softmax_last(logits), inputs.dtype)
