@@ -780,11 +780,17 @@ def _weights_of_epoch(path, epoch):
         f.attrs[run_callbacks.BACKUP_EPOCH_ATTRIBUTE] = epoch
 
 
-def test_a_backup_whose_epochs_have_no_history_rows_is_refused(tmp_path):
+def _backup_of_epoch(tmp_path, epoch):
+    """A backup directory whose weights and metadata both record `epoch`."""
     backup = tmp_path / "backup"
     backup.mkdir()
-    _weights_of_epoch(backup / "latest.weights.h5", 2)
-    (backup / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+    _weights_of_epoch(backup / "latest.weights.h5", epoch)
+    (backup / "training_metadata.json").write_text(f'{{"epoch": {epoch}, "batch": 0}}')
+    return backup
+
+
+def test_a_backup_whose_epochs_have_no_history_rows_is_refused(tmp_path):
+    backup = _backup_of_epoch(tmp_path, 2)
     history = tmp_path / "history.csv"
     history.write_text("epoch,loss\n0,1.0\n")
     with pytest.raises(ValueError, match=r"history.csv lacks the rows of 1 of the 2 epochs"):
@@ -797,10 +803,7 @@ def test_a_backup_whose_epochs_have_no_history_rows_is_refused(tmp_path):
 
 
 def test_history_rows_that_are_not_numbers_under_the_runs_columns_are_refused(tmp_path):
-    backup = tmp_path / "backup"
-    backup.mkdir()
-    _weights_of_epoch(backup / "latest.weights.h5", 1)
-    (backup / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    backup = _backup_of_epoch(tmp_path, 1)
     history = tmp_path / "history.csv"
     columns = ("epoch", "loss", "accuracy")
     for text, problem in [
