@@ -44,7 +44,8 @@ def test_a_diverged_run_stops_without_results_and_a_smaller_learning_rate_starts
 ):
     output_dir = str(tmp_path / "run")
     args = ["train", "--data-dir", digits_dir, "--output-dir", output_dir, "--epochs", "2"]
-    args += [*TINY_ARGS, *SLICE_ARGS]
+    # The conv baseline: what is checked is the run's handling of a diverged loss.
+    args += ["--stem", "conv_small", "--attention-stages", "none", *TINY_ARGS, *SLICE_ARGS]
     done = run_cli([*args, "--learning-rate", "1e10"])
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.count("\n") == 1, done.stderr

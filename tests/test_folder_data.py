@@ -289,6 +289,7 @@ def test_training_on_a_folder_writes_results_and_resumes_like_a_tfds_data_set(
     config = training.TrainConfig(
         dataset=root, data_dir=data_dir, output_dir=str(tmp_path / "run"), epochs=1,
         batch_size=8, base_width=4, num_heads=2, kernel_size=3, verbose=0,
+        stem="conv_small", attention_stages=(),  # The conv baseline: the data is checked.
     )  # fmt: skip
     results = training.train(config, log=lambda message: None)
     assert (results["dataset"], results["epochs"]) == (root, 1)

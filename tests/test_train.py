@@ -389,43 +389,6 @@ def test_backup_files_are_replaced_atomically(tmp_path, monkeypatch):
     assert run_callbacks.backup_epoch(str(tmp_path / "backup")) == 1
 
 
-def test_a_run_stopped_after_training_only_evaluates_and_saves_when_started_again(
-    digits_dir, tmp_path, monkeypatch
-):
-    from keras_sasa.training import run
-
-    config = training.TrainConfig(
-        data_dir=digits_dir,
-        output_dir=str(tmp_path / "run"),
-        stem="conv_small",
-        attention_stages=(),
-        epochs=2,
-        verbose=0,
-        **TINY,
-        **SLICES,
-    )
-    write_json = run.run_files.write_json_atomically
-
-    def stop_at_results(path, value):
-        if path.endswith("results.json"):
-            raise KeyboardInterrupt  # Stopped between fit and the results.
-        write_json(path, value)
-
-    monkeypatch.setattr(run.run_files, "write_json_atomically", stop_at_results)
-    with pytest.raises(KeyboardInterrupt):
-        training.train(config)
-    monkeypatch.undo()
-    assert run_callbacks.backup_epoch(str(tmp_path / "run" / "backup")) == 2
-
-    messages = []
-    results = training.train(config, log=messages.append)
-    assert any("resuming after epoch 2 of 2" in m for m in messages)
-    assert history_epochs(str(tmp_path / "run" / "history.csv")) == [0, 1]
-    assert results["epochs"] == 2 and 0.0 <= results["test_accuracy"] <= 1.0
-    assert os.path.exists(tmp_path / "run" / "results.json")
-    assert not os.path.exists(tmp_path / "run" / "backup")
-
-
 # The command line.
 
 
@@ -899,6 +862,17 @@ def resumed_runs(stopped_run, digits_dir, tmp_path_factory):
 def _results(run_dir):
     with open(os.path.join(run_dir, "results.json")) as f:
         return json.load(f)
+
+
+def test_a_run_stopped_after_training_only_evaluates_and_saves_when_started_again(resumed_runs):
+    # `stopped_run` was stopped between fit and results.json with its backup of epoch 2.
+    run_dir, printed = resumed_runs["whole"]
+    assert "resuming after epoch 2 of 2" in printed
+    assert history_epochs(os.path.join(run_dir, "history.csv")) == [0, 1]
+    results = _results(run_dir)
+    assert results["epochs"] == 2 and 0.0 <= results["test_accuracy"] <= 1.0
+    assert os.path.exists(os.path.join(run_dir, "results.json"))
+    assert not os.path.exists(os.path.join(run_dir, "backup"))
 
 
 def test_backup_weights_one_epoch_ahead_of_their_metadata_resume_at_their_epoch(resumed_runs):
