@@ -120,6 +120,57 @@ def test_select_mask_holds_when_masked_logits_would_win(border):
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "head_groups, dilation, border, relative",
+    [(2, 1, "mask", True), (4, 2, "zeros", True), (4, 1, "mask", False)],
+)
+def test_head_groups_are_exact(head_groups, dilation, border, relative):
+    # The heads attended in groups, one group after the other, give every head's own
+    # output; 4 heads of distinct inputs, so a group that read another's heads would fail.
+    q, key, v, rows, cols = random_inputs(9, 2, 9, 10, 4, 4, 5)
+    if not relative:
+        rows, cols = 0 * rows, 0 * cols
+    expected = local_attention_loops(q, key, v, rows, cols, 5, dilation, border)
+
+    def attend(q, k, v, *tables):
+        return wa.local_attention_blocked(
+            q,
+            k,
+            v,
+            *(tables or (None, None)),
+            5,
+            dilation_rate=dilation,
+            border=border,
+            select_mask=True,
+            head_groups=head_groups,
+        )
+
+    got = run(attend, q, key, v, *((rows, cols) if relative else ()))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_default_head_groups():
+    # Logits per image and head: (blocks) x (b*b) x (b + k - 1)^2 x 4 bytes.
+    # 56 x 56, k = 7, b = 4: 196 x 16 x 100 x 4 = 1.25 MB per head: one group per head.
+    assert wa.default_head_groups(56, 56, 7, 8) == 8
+    # 14 x 14, b = 4 (4 x 4 blocks, padded): 102 400 B per head, 819 200 for 8: 2 groups.
+    assert wa.default_head_groups(14, 14, 7, 8) == 2
+    # 7 x 7 (b = 7, 1 block, 49 x 169 x 4 = 33 124 B per head): one group.
+    assert wa.default_head_groups(7, 7, 7, 8) == 1
+    # 28 x 28 with 6 heads (313 600 B each): 4 groups do not divide 6; 6 is next.
+    assert wa.default_head_groups(28, 28, 7, 6) == 6
+    assert wa.default_head_groups(None, 56, 7, 8) == 1
+
+
+@pytest.mark.parametrize("head_groups", [3, 0])
+def test_head_groups_must_divide_the_heads(head_groups):
+    q, key, v, rows, cols = random_inputs(9, 1, 5, 5, 4, 4, 3)
+    with pytest.raises(ValueError, match=f"`head_groups`.*head_groups={head_groups}"):
+        wa.local_attention_blocked(
+            q, key, v, rows, cols, 3, select_mask=True, head_groups=head_groups
+        )
+
+
 def test_no_positional_term_equals_zero_tables():
     q, key, v, rows, cols = random_inputs(3, 1, 7, 5, 2, 4, 5)
     expected = local_attention_loops(q, key, v, 0 * rows, 0 * cols, 5)

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_sasa import _validation as check
 from keras_sasa.ops._common import MASKED
 from keras_sasa.ops._common import check_args
 from keras_sasa.ops._common import logit_scale
@@ -55,6 +56,28 @@ def default_block_size(height, width, kernel_size):
         return padded * ((b + kernel_size - 1) ** 2 + 6.0 * (b + kernel_size - 1) ** 2 / (b * b))
 
     return min(range(3, 9), key=cost)
+
+
+# Above this many bytes of logits per image, `_attention_select` attends the heads in
+# groups. The graphs ONNX Runtime, LiteRT and TensorFlow run make about ten passes over
+# the logits, each a separate op over the whole tensor; a group small enough to stay in
+# the core's cache through them (a 2 MiB L2 here) runs them up to 1.5x faster
+# (docs/serving.md, `benchmarks/head_groups.py`).
+GROUP_BYTES = 512 * 1024
+
+
+def default_head_groups(height, width, kernel_size, num_heads, dilation_rate=1, block_size=None):
+    """How many groups `local_attention_blocked(select_mask=True)` attends the heads in
+    when none is given: the fewest (a divisor of `num_heads`) whose float32 logits per
+    image hold at most `GROUP_BYTES`; 1 where the height or width is unknown (None)."""
+    if not (isinstance(height, int) and isinstance(width, int)):
+        return 1
+    if block_size is None:
+        block_size = default_block_size(height, width, kernel_size)
+    blocks = _Blocks(height, width, dilation_rate, block_size, kernel_size, "mask")
+    per_head = blocks.d**2 * blocks.nbh * blocks.nbw * (blocks.b * blocks.mem) ** 2 * 4
+    divisors = [n for n in range(1, num_heads + 1) if num_heads % n == 0]
+    return next((n for n in divisors if per_head * num_heads <= n * GROUP_BYTES), num_heads)
 
 
 def _space_to_grids(x, d):
@@ -92,10 +115,15 @@ def local_attention_blocked(
     scale=None,
     block_size=None,
     select_mask=False,
+    head_groups=None,
 ):
     """Exact local attention by blocks of queries; same arguments as the reference.
 
     `block_size` is the edge of the query blocks (default: `default_block_size`).
+
+    `head_groups` (with `select_mask` only): the heads are attended in this many groups,
+    one after the other, so that each group's logits stay in the CPU's cache through the
+    passes over them (default: `default_head_groups`; it must divide the heads).
 
     `select_mask` picks how the keys outside each query's window leave the softmax:
 
@@ -131,7 +159,17 @@ def local_attention_blocked(
     if row_embeddings is not None:
         tensors += [ops.cast(row_embeddings, "float32"), ops.cast(column_embeddings, "float32")]
     blocks = _Blocks(height, width, d, block_size, kernel_size, border)
-    out = (_attention_select if select_mask else _attention)(blocks, *tensors)
+    if select_mask:
+        num_heads = query.shape[3]
+        if head_groups is None:
+            head_groups = default_head_groups(height, width, kernel_size, num_heads, d, block_size)
+        check.positive_int("head_groups", head_groups, type_error=ValueError)
+        if num_heads % head_groups:
+            expected = f"Expected a divisor of the number of heads, {num_heads}"
+            raise check.error("head_groups", head_groups, expected)
+        out = _attention_select(blocks, *tensors, groups=head_groups)
+    else:
+        out = _attention(blocks, *tensors)
     if d > 1:
         sub = _shape(out)
         flat = ops.reshape(out, (sub[0], sub[1], sub[2], int(np.prod(value.shape[3:]))))
@@ -205,6 +243,9 @@ class _Blocks:
             x = ops.reshape(x, (-1, self.nbh * b, self.nbw * b, num_heads, channels))
         if self.static and self.nbh * b == self.rows and self.nbw * b == self.cols:
             return x
+        if low_rank and self.static:
+            # A slice of static bounds: no Shape op for the batch in the exported graphs.
+            return x[:, : self.rows, : self.cols]
         sizes = (_shape(x)[0], self.rows, self.cols, num_heads, channels)
         return ops.slice(x, (0, 0, 0, 0, 0), sizes)
 
@@ -507,7 +548,19 @@ def _attention(blocks, q, k, v, *tables):
     return attend(q, k, v, *tables)
 
 
-def _attention_select(blocks, q, k, v, *tables):
+def _attention_select(blocks, q, k, v, *tables, groups=1):
+    """`_attention_select_heads` on `groups` groups of heads, one after the other: each
+    group's chain of ops in the graph ends before the next one's starts, and runtimes
+    that run a graph op by op on one thread keep that order."""
+    if groups == 1:
+        return _attention_select_heads(blocks, q, k, v, *tables)
+    parts = [ops.split(x, groups, axis=3) for x in (q, k, v)]
+    parts += [ops.split(table, groups, axis=1) for table in tables]
+    outs = [_attention_select_heads(blocks, *group) for group in zip(*parts, strict=True)]
+    return ops.concatenate(outs, axis=3)
+
+
+def _attention_select_heads(blocks, q, k, v, *tables):
     """`_attention`'s forward pass with the select mask (see `local_attention_blocked`),
     for inference and export; its gradient is left to automatic differentiation.
 
