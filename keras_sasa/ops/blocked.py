@@ -577,7 +577,9 @@ def _attention_select_heads(blocks, q, k, v, *tables):
     bb, mem, nb = t.b * t.b, t.mem, t.nbh * t.nbw
     centres, table_index = _select_indices(t.b, t.k)
     qb, km, vm = t.queries(q, low_rank=True), t.memory(k), t.memory(v)
-    logits = ops.einsum("xqd,xmd->xqm", qb, km)  # (X, b*b, M*M)
+    # A matmul by the transposed keys, not an einsum: tf2onnx spells an einsum with a
+    # dynamic batch in about 20 shape ops; ONNX Runtime fuses the transpose into the matmul.
+    logits = ops.matmul(qb, ops.transpose(km, (0, 2, 1)))  # (X, b*b, M*M)
     if tables:
         per_query = _gather(_offset_tables(*tables), table_index, axis=0)  # (b*b * 2M, N, D)
         per_query = ops.reshape(per_query, (bb, 2 * mem, num_heads, key_dim))
