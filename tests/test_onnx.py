@@ -49,7 +49,7 @@ def test_sasa_resnet26_exports_with_each_small_image_stem(tmp_path, stem):
 
 def test_heads_attended_in_groups_export(tmp_path):
     model = grouped_heads_model()
-    x = images(3, (28, 28, 8))
+    x = images(3, (40, 40, 8))
     outputs, _ = run_onnx(export.to_onnx(model, tmp_path / "model.onnx"), x)
     np.testing.assert_allclose(outputs, np.asarray(model(x)), atol=1e-4)
 
