@@ -7,6 +7,7 @@ import pytest
 
 import keras_sasa
 from keras_sasa import export
+from test_export import grouped_heads_model
 from test_export import small_model
 
 
@@ -43,6 +44,13 @@ def test_sasa_resnet26_exports_with_each_small_image_stem(tmp_path, stem):
     x = np.random.default_rng(2).uniform(size=(3, 16, 16, 3)).astype("float32")
     outputs, _ = run_onnx(path, x)
     assert outputs.shape == (3, 5)
+    np.testing.assert_allclose(outputs, np.asarray(model(x)), atol=1e-4)
+
+
+def test_heads_attended_in_groups_export(tmp_path):
+    model = grouped_heads_model()
+    x = images(3, (40, 40, 8))
+    outputs, _ = run_onnx(export.to_onnx(model, tmp_path / "model.onnx"), x)
     np.testing.assert_allclose(outputs, np.asarray(model(x)), atol=1e-4)
 
 

@@ -120,6 +120,76 @@ def test_select_mask_holds_when_masked_logits_would_win(border):
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "head_groups, row_bands, dilation, border, relative",
+    [
+        (2, 1, 1, "mask", True),
+        (4, 1, 2, "zeros", True),
+        (4, 1, 1, "mask", False),
+        (1, 3, 1, "mask", True),  # 4 block rows in bands of 1, 1 and 2
+        (2, 2, 2, "zeros", True),
+        (4, 3, 1, "zeros", False),
+    ],
+)
+def test_chunks_are_exact(head_groups, row_bands, dilation, border, relative):
+    # The heads attended in groups, and each group's blocks in bands of block rows, one
+    # chunk after the other, give every query its own output; 4 heads of distinct inputs
+    # on 15 x 10 pixels (4 rows of 4 x 4 blocks, the last one cut by the border), so that
+    # a chunk reading another's heads or rows would fail.
+    q, key, v, rows, cols = random_inputs(9, 2, 15, 10, 4, 4, 5)
+    if not relative:
+        rows, cols = 0 * rows, 0 * cols
+    expected = local_attention_loops(q, key, v, rows, cols, 5, dilation, border)
+
+    def attend(q, k, v, *tables):
+        return wa.local_attention_blocked(
+            q,
+            k,
+            v,
+            *(tables or (None, None)),
+            5,
+            dilation_rate=dilation,
+            border=border,
+            block_size=4 if dilation == 1 else 2,
+            select_mask=True,
+            head_groups=head_groups,
+            row_bands=row_bands,
+        )
+
+    got = run(attend, q, key, v, *((rows, cols) if relative else ()))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_default_chunks():
+    # Logits per image and head: (blocks) x (b*b) x (b + k - 1)^2 x 4 bytes.
+    # 56 x 56, k = 7, b = 4: 196 x 16 x 100 x 4 = 1 254 400 B per head: a group per head,
+    # and 3 bands of the 14 block rows (418 KB each).
+    assert wa.default_chunks(56, 56, 7, 8) == (8, 3)
+    # 14 x 14, b = 4 (4 x 4 blocks, padded): 102 400 B per head, 819 200 for 8: 2 groups.
+    assert wa.default_chunks(14, 14, 7, 8) == (2, 1)
+    # 7 x 7 (b = 7, 1 block, 49 x 169 x 4 = 33 124 B per head): one chunk.
+    assert wa.default_chunks(7, 7, 7, 8) == (1, 1)
+    # 28 x 28 with 6 heads (313 600 B each): 4 groups do not divide 6; 6 is next.
+    assert wa.default_chunks(28, 28, 7, 6) == (6, 1)
+    assert wa.default_chunks(None, 56, 7, 8) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "chunks, message",
+    [
+        ({"head_groups": 3}, "`head_groups`.*head_groups=3"),
+        ({"head_groups": 0}, "`head_groups`.*head_groups=0"),
+        ({"row_bands": 3}, r"`row_bands`.*rows \(2\).*row_bands=3"),
+        ({"row_bands": 0}, "`row_bands`.*row_bands=0"),
+    ],
+)
+def test_chunks_are_checked(chunks, message):
+    # 5 x 5 pixels, k = 3: blocks of 3 (`default_block_size`), 2 block rows.
+    q, key, v, rows, cols = random_inputs(9, 1, 5, 5, 4, 4, 3)
+    with pytest.raises(ValueError, match=message):
+        wa.local_attention_blocked(q, key, v, rows, cols, 3, select_mask=True, **chunks)
+
+
 def test_no_positional_term_equals_zero_tables():
     q, key, v, rows, cols = random_inputs(3, 1, 7, 5, 2, 4, 5)
     expected = local_attention_loops(q, key, v, 0 * rows, 0 * cols, 5)

@@ -10,7 +10,7 @@ from keras_sasa.ops._common import shape as static_shape
 def downsample(heads, strides, filters):
     """(batch, H, W, heads, head_size) attention output -> pooled (batch, H', W', filters)."""
     shape = static_shape(heads)
-    out = ops.reshape(heads, (shape[0], shape[1], shape[2], filters))
+    out = ops.reshape(heads, (-1, shape[1], shape[2], filters))
     if strides > 1:
         if keras.backend.backend() == "torch":
             return _average_pool_same_by_hand(out, strides)

@@ -228,13 +228,15 @@ class LocalSelfAttention2D(keras.layers.Layer):
         # nine ops (its offsets, then a slice per kernel).
         kernels = ops.stack([self.query_kernel, self.key_kernel, self.value_kernel], axis=1)
         kernel = ops.reshape(kernels, (kernels.shape[0], 3 * self.filters))
-        qkv = ops.matmul(x, ops.cast(kernel, self.compute_dtype))
+        # A matrix product of the pixels: a 4-D by 2-D matmul is a tensordot on TensorFlow,
+        # whose shape arithmetic (about 17 ops) the exported graphs then run at every call.
+        qkv = ops.matmul(ops.reshape(x, (-1, x.shape[-1])), ops.cast(kernel, self.compute_dtype))
         if self.use_bias:
             qkv = qkv + ops.cast(self.qkv_bias, self.compute_dtype)
         shape = static_shape(x)
         # One reshape to (q, k, v) x heads, then one split: a reshape each would put three
-        # more ops (and their gradients) in the graph.
-        heads = (shape[0], shape[1], shape[2], 3 * self.num_heads, self.head_size)
+        # more ops (and their gradients) in the graph. The batch as -1: no Shape op for it.
+        heads = (-1, shape[1], shape[2], 3 * self.num_heads, self.head_size)
         query, key, value = ops.split(ops.reshape(qkv, heads), 3, axis=3)
         k = self._window(x.shape[1], x.shape[2])
         cut = (self.kernel_size - k) // 2

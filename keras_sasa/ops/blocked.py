@@ -29,6 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_sasa import _validation as check
 from keras_sasa.ops._common import MASKED
 from keras_sasa.ops._common import check_args
 from keras_sasa.ops._common import logit_scale
@@ -55,6 +56,33 @@ def default_block_size(height, width, kernel_size):
         return padded * ((b + kernel_size - 1) ** 2 + 6.0 * (b + kernel_size - 1) ** 2 / (b * b))
 
     return min(range(3, 9), key=cost)
+
+
+# Above this many bytes of logits per image, `_attention_select` attends the heads in
+# groups, and one head's blocks in bands of block rows. The graphs ONNX Runtime, LiteRT
+# and TensorFlow run make about ten passes over the logits, each a separate op over the
+# whole tensor; chunks small enough to stay in the core's cache through them (a 2 MiB L2
+# here) run them up to 1.5x faster (docs/serving.md, `benchmarks/attention_chunks.py`).
+CHUNK_BYTES = 512 * 1024
+
+
+def default_chunks(height, width, kernel_size, num_heads, dilation_rate=1, block_size=None):
+    """`(head_groups, row_bands)` that `local_attention_blocked(select_mask=True)` cuts the
+    attention into when none are given: the fewest groups of heads (a divisor of
+    `num_heads`) whose float32 logits per image hold at most `CHUNK_BYTES`, and where one
+    head's exceed it, the fewest bands of block rows that do; `(1, 1)` where the height
+    or width is unknown (None)."""
+    if not (isinstance(height, int) and isinstance(width, int)):
+        return 1, 1
+    if block_size is None:
+        block_size = default_block_size(height, width, kernel_size)
+    blocks = _Blocks(height, width, dilation_rate, block_size, kernel_size, "mask")
+    per_block = blocks.d**2 * blocks.nbw * (blocks.b * blocks.mem) ** 2 * 4
+    per_head = blocks.nbh * per_block
+    for groups in (n for n in range(1, num_heads + 1) if num_heads % n == 0):
+        if per_head * num_heads <= groups * CHUNK_BYTES:
+            return groups, 1
+    return num_heads, min(blocks.nbh, -(-per_head // CHUNK_BYTES))
 
 
 def _space_to_grids(x, d):
@@ -92,10 +120,18 @@ def local_attention_blocked(
     scale=None,
     block_size=None,
     select_mask=False,
+    head_groups=None,
+    row_bands=None,
 ):
     """Exact local attention by blocks of queries; same arguments as the reference.
 
     `block_size` is the edge of the query blocks (default: `default_block_size`).
+
+    `head_groups`, `row_bands` (with `select_mask` only): the heads are attended in
+    `head_groups` groups (a divisor of the heads), and each group's query blocks in
+    `row_bands` bands of block rows, one chunk after the other, so that each chunk's
+    logits stay in the CPU's cache through the passes over them (default:
+    `default_chunks`; bands need known spatial sizes).
 
     `select_mask` picks how the keys outside each query's window leave the softmax:
 
@@ -131,7 +167,23 @@ def local_attention_blocked(
     if row_embeddings is not None:
         tensors += [ops.cast(row_embeddings, "float32"), ops.cast(column_embeddings, "float32")]
     blocks = _Blocks(height, width, d, block_size, kernel_size, border)
-    out = (_attention_select if select_mask else _attention)(blocks, *tensors)
+    if select_mask:
+        num_heads = query.shape[3]
+        groups, bands = default_chunks(height, width, kernel_size, num_heads, d, block_size)
+        groups = groups if head_groups is None else head_groups
+        bands = bands if row_bands is None else row_bands
+        check.positive_int("head_groups", groups, type_error=ValueError)
+        if num_heads % groups:
+            expected = f"Expected a divisor of the number of heads, {num_heads}"
+            raise check.error("head_groups", groups, expected)
+        check.positive_int("row_bands", bands, type_error=ValueError)
+        if bands > 1 and not (blocks.static and bands <= blocks.nbh):
+            rows = blocks.nbh if blocks.static else "unknown"
+            expected = f"Expected at most the query blocks' rows ({rows}) and known sizes"
+            raise check.error("row_bands", bands, expected)
+        out = _attention_select(blocks, *tensors, groups=groups, bands=bands)
+    else:
+        out = _attention(blocks, *tensors)
     if d > 1:
         sub = _shape(out)
         flat = ops.reshape(out, (sub[0], sub[1], sub[2], int(np.prod(value.shape[3:]))))
@@ -164,56 +216,101 @@ class _Blocks:
         self.padded_rows = self.nbh * b + k - 1
         self.padded_cols = self.nbw * b + k - 1
 
-    def _const(self, builder, *args):
-        """`builder(xp, *args)`: cached NumPy for static sizes, else keras.ops tensors."""
+    def _const(self, builder, *args, part=None):
+        """`builder(xp, *args)`: cached NumPy for static sizes, else keras.ops tensors.
+        `part`: an index into the NumPy array (static sizes only)."""
         if not self.static:
             return builder(ops, *args)
         out = _numpy_cache(builder, args)
+        if part is not None:
+            out = out[part]
         if isinstance(out, tuple):
             return tuple(ops.convert_to_tensor(x) for x in out)
         return ops.convert_to_tensor(out)
 
-    def queries(self, x, low_rank=False):
-        """(G, rows, cols, N, C) -> (X, b*b, C), zero-padded to whole blocks.
-
-        `low_rank`: in two transposes of at most 5 dimensions instead of one of 7, which
-        TFLite's builtin Transpose does not take."""
+    def queries(self, x):
+        """(G, rows, cols, N, C) -> (X, b*b, C), zero-padded to whole blocks."""
         b, num_heads, channels = self.b, x.shape[3], x.shape[4]
-        more_rows, more_cols = self.nbh * b - self.rows, self.nbw * b - self.cols
-        if not self.static or more_rows or more_cols:
-            x = ops.pad(x, [[0, 0], [0, more_rows], [0, more_cols], [0, 0], [0, 0]])
-        if low_rank:
-            x = ops.transpose(x, (0, 3, 1, 2, 4))  # (G, N, rows, cols, C)
-            x = ops.reshape(x, (-1, b, self.nbw, b * channels))
-            x = ops.transpose(x, (0, 2, 1, 3))  # (G * N * nbh, nbw, b, b * C)
-            return ops.reshape(x, (-1, b * b, channels))
+        x = self._pad_queries(x)
         x = ops.reshape(x, (-1, self.nbh, b, self.nbw, b, num_heads, channels))
         x = ops.transpose(x, (0, 5, 1, 3, 2, 4, 6))
         return ops.reshape(x, (-1, b * b, channels))
 
-    def images(self, blocks, num_heads, low_rank=False):
+    def _pad_queries(self, x):
+        more_rows, more_cols = self.nbh * self.b - self.rows, self.nbw * self.b - self.cols
+        if not self.static or more_rows or more_cols:
+            x = ops.pad(x, [[0, 0], [0, more_rows], [0, more_cols], [0, 0], [0, 0]])
+        return x
+
+    def query_rows(self, x):
+        """Inference: (G, rows, cols, N, C) -> (G, N, nbh * b, nbw * b, C), zero-padded to
+        whole blocks; `band_queries` cuts the blocks of a band of block rows from it."""
+        return ops.transpose(self._pad_queries(x), (0, 3, 1, 2, 4))
+
+    def band_queries(self, x, band=None):
+        """(X_band, b*b, C) from `query_rows`'s tensor: the blocks of block rows
+        `band = (first, end)` (None: all), in two transposes of at most 5 dimensions
+        (TFLite's builtin Transpose takes no more)."""
+        b, channels = self.b, x.shape[4]
+        if band is not None:
+            x = x[:, :, band[0] * b : band[1] * b]
+        x = ops.reshape(x, (-1, b, self.nbw, b * channels))
+        x = ops.transpose(x, (0, 2, 1, 3))  # (G * N * band rows, nbw, b, b * C)
+        return ops.reshape(x, (-1, b * b, channels))
+
+    def images(self, blocks, num_heads):
         """The inverse of `queries`: (X, b*b, C) -> (G, rows, cols, N, C)."""
         b, channels = self.b, blocks.shape[-1]
-        if low_rank:
-            x = ops.reshape(blocks, (-1, self.nbw, b, b * channels))
-            x = ops.transpose(x, (0, 2, 1, 3))  # (G * N * nbh, b, nbw, b * C)
-            x = ops.reshape(x, (-1, num_heads, self.nbh * b, self.nbw * b, channels))
-            x = ops.transpose(x, (0, 2, 3, 1, 4))
-        else:
-            x = ops.reshape(blocks, (-1, num_heads, self.nbh, self.nbw, b, b, channels))
-            x = ops.transpose(x, (0, 2, 4, 3, 5, 1, 6))
-            x = ops.reshape(x, (-1, self.nbh * b, self.nbw * b, num_heads, channels))
+        x = ops.reshape(blocks, (-1, num_heads, self.nbh, self.nbw, b, b, channels))
+        x = ops.transpose(x, (0, 2, 4, 3, 5, 1, 6))
+        x = ops.reshape(x, (-1, self.nbh * b, self.nbw * b, num_heads, channels))
         if self.static and self.nbh * b == self.rows and self.nbw * b == self.cols:
             return x
         sizes = (_shape(x)[0], self.rows, self.cols, num_heads, channels)
         return ops.slice(x, (0, 0, 0, 0, 0), sizes)
 
-    def _memory_index(self):
-        return self._const(_memory_index, self.nbh, self.nbw, self.b, self.mem, self.padded_cols)
+    def band_images(self, blocks, num_heads, band=None):
+        """The inverse of `band_queries`: (X_band, b*b, C) -> (G, band rows * b, nbw * b,
+        N, C); the bands' images, concatenated in order, go to `crop`."""
+        b, channels = self.b, blocks.shape[-1]
+        block_rows = self.nbh if band is None else band[1] - band[0]
+        x = ops.reshape(blocks, (-1, self.nbw, b, b * channels))
+        x = ops.transpose(x, (0, 2, 1, 3))  # (G * N * band rows, b, nbw, b * C)
+        x = ops.reshape(x, (-1, num_heads, block_rows * b, self.nbw * b, channels))
+        return ops.transpose(x, (0, 2, 3, 1, 4))
+
+    def crop(self, x):
+        """Inference: (G, nbh * b, nbw * b, N, C) -> (G, rows, cols, N, C)."""
+        if self.static and self.nbh * self.b == self.rows and self.nbw * self.b == self.cols:
+            return x
+        if self.static:
+            # A slice of static bounds: no Shape op for the batch in the exported graphs.
+            return x[:, : self.rows, : self.cols]
+        sizes = (_shape(x)[0], self.rows, self.cols, x.shape[3], x.shape[4])
+        return ops.slice(x, (0, 0, 0, 0, 0), sizes)
+
+    def _memory_index(self, band=None):
+        part = None
+        if band is not None:
+            per_row = self.nbw * self.mem * self.mem
+            part = slice(band[0] * per_row, band[1] * per_row)
+        args = (self.nbh, self.nbw, self.b, self.mem, self.padded_cols)
+        return self._const(_memory_index, *args, part=part)
 
     def memory(self, x):
         """(G, rows, cols, N, C) -> (X, M*M, C): one gather from the padded image (a
         single copy forward, a single scatter-add backward)."""
+        return self.band_memory(self.padded_memory(x))
+
+    def band_memory(self, x, band=None):
+        """`padded_memory`'s tensor -> (X_band, M*M, C): the memory blocks of block rows
+        `band = (first, end)` (None: all)."""
+        x = _gather(x, self._memory_index(band), axis=1)
+        return ops.reshape(x, (-1, self.mem * self.mem, x.shape[-1]))
+
+    def padded_memory(self, x):
+        """(G, rows, cols, N, C) -> (G * N, padded rows * padded cols, C): the image with
+        its halo, flattened, which `memory` gathers the memory blocks from."""
         halo, channels = self.halo, x.shape[4]
         x = ops.transpose(x, (0, 3, 1, 2, 4))
         x = ops.pad(
@@ -226,9 +323,7 @@ class _Blocks:
                 [0, 0],
             ],
         )
-        x = ops.reshape(x, (-1, self.padded_rows * self.padded_cols, channels))
-        x = _gather(x, self._memory_index(), axis=1)
-        return ops.reshape(x, (-1, self.mem * self.mem, channels))
+        return ops.reshape(x, (-1, self.padded_rows * self.padded_cols, channels))
 
     def memory_gradient(self, grad, num_heads):
         """The gradient of `memory`: (X, M*M, C) -> (G, rows, cols, N, C), the scatter-add
@@ -252,11 +347,15 @@ class _Blocks:
         args = (self.height, self.width, self.d, self.nbh, self.nbw, self.b, self.k)
         return self._const(_masks, *args, self.border == "mask", per_block)
 
-    def inside(self):
+    def inside(self, band=None):
         """(d*d, 1, nbh * nbw, b*b, M*M) bool: whether each memory position is in each
-        block query's window (and, with border "mask", in the image)."""
+        block query's window (and, with border "mask", in the image); `band`: only the
+        blocks of block rows (first, end) (None: all)."""
         args = (self.height, self.width, self.d, self.nbh, self.nbw, self.b, self.k)
-        return self._const(_inside, *args, self.border == "mask")
+        part = None
+        if band is not None:
+            part = (slice(None), slice(None), slice(band[0] * self.nbw, band[1] * self.nbw))
+        return self._const(_inside, *args, self.border == "mask", part=part)
 
 
 @functools.lru_cache(maxsize=256)
@@ -507,28 +606,66 @@ def _attention(blocks, q, k, v, *tables):
     return attend(q, k, v, *tables)
 
 
-def _attention_select(blocks, q, k, v, *tables):
+def _attention_select(blocks, q, k, v, *tables, groups=1, bands=1):
     """`_attention`'s forward pass with the select mask (see `local_attention_blocked`),
     for inference and export; its gradient is left to automatic differentiation.
 
-    Its graph is laid out for runtimes that run it op by op (ONNX Runtime, LiteRT): the
-    relative logits are one (N, b*b) batch of small matmuls against per-query tables,
+    The heads are attended in `groups` groups, and each group's blocks in `bands` bands of
+    block rows, one after the other: each chunk's chain of ops in the graph ends before
+    the next one's starts, and runtimes that run a graph op by op on one thread keep that
+    order, so a chunk's logits stay in the cache through the passes over them.
+    """
+    if groups > 1:
+        parts = [ops.split(x, groups, axis=3) for x in (q, k, v)]
+        parts += [ops.split(table, groups, axis=1) for table in tables]
+        outs = [
+            _attention_select(blocks, *group, bands=bands) for group in zip(*parts, strict=True)
+        ]
+        return ops.concatenate(outs, axis=3)
+    t = blocks
+    num_heads = q.shape[3]
+    per_query = _per_query_tables(t, *tables) if tables else None
+    rows, keys, values = t.query_rows(q), t.padded_memory(k), t.padded_memory(v)
+    outs = []
+    for first in range(bands):
+        band = None if bands == 1 else (first * t.nbh // bands, (first + 1) * t.nbh // bands)
+        qb = t.band_queries(rows, band)
+        km, vm = t.band_memory(keys, band), t.band_memory(values, band)
+        out_blocks = _select_blocks(t, qb, km, vm, per_query, t.inside(band), band)
+        outs.append(t.band_images(out_blocks, num_heads, band))
+    return t.crop(outs[0] if bands == 1 else ops.concatenate(outs, axis=1))
+
+
+def _per_query_tables(t, row_table, col_table):
+    """(N, b*b, D, 2M): for each block query, its row then column offset tables read at
+    each memory row and column (clipped into the window; positions outside it are
+    masked)."""
+    num_heads, key_dim = row_table.shape[1], row_table.shape[2] + col_table.shape[2]
+    _, table_index = _select_indices(t.b, t.k)
+    per_query = _gather(_offset_tables(row_table, col_table), table_index, axis=0)
+    per_query = ops.reshape(per_query, (t.b * t.b, 2 * t.mem, num_heads, key_dim))
+    return ops.transpose(per_query, (2, 0, 3, 1))
+
+
+def _select_blocks(t, qb, km, vm, per_query, inside, band):
+    """The attention of one chunk's blocks: (X, b*b, D) queries, (X, M*M, D) keys and
+    (X, M*M, Dv) values -> (X, b*b, Dv).
+
+    Laid out for runtimes that run the graph op by op (ONNX Runtime, LiteRT): the
+    relative logits are one (N, b*b) batch of small matmuls against the per-query tables,
     giving each query's 2M row and column logits, then one matmul against the 0/1
     selectors that spreads them over the M*M memory positions, where two Adds
     broadcasting over the short memory axes took 9x as long in ONNX Runtime
-    (benchmarks/onnx_ops.py). The blocks are cut with transposes of at most 5
-    dimensions (TFLite's builtin Transpose takes no more).
+    (benchmarks/onnx_ops.py).
     """
-    t = blocks
-    num_heads, key_dim = q.shape[3], q.shape[4]
-    bb, mem, nb = t.b * t.b, t.mem, t.nbh * t.nbw
-    centres, table_index = _select_indices(t.b, t.k)
-    qb, km, vm = t.queries(q, low_rank=True), t.memory(k), t.memory(v)
-    logits = ops.einsum("xqd,xmd->xqm", qb, km)  # (X, b*b, M*M)
-    if tables:
-        per_query = _gather(_offset_tables(*tables), table_index, axis=0)  # (b*b * 2M, N, D)
-        per_query = ops.reshape(per_query, (bb, 2 * mem, num_heads, key_dim))
-        per_query = ops.transpose(per_query, (2, 0, 3, 1))  # (N, b*b, D, 2M)
+    bb, mem = t.b * t.b, t.mem
+    nb = t.nbw * (t.nbh if band is None else band[1] - band[0])
+    centres, _ = _select_indices(t.b, t.k)
+    # A matmul by the transposed keys, not an einsum: tf2onnx spells an einsum with a
+    # dynamic batch in about 20 shape ops; ONNX Runtime fuses the transpose into the matmul.
+    logits = ops.matmul(qb, ops.transpose(km, (0, 2, 1)))  # (X, b*b, M*M)
+    if per_query is not None:
+        num_heads, key_dim = per_query.shape[0], per_query.shape[2]
         queries = ops.reshape(qb, (-1, num_heads, nb, bb, key_dim))
         queries = ops.reshape(ops.transpose(queries, (1, 3, 0, 2, 4)), (num_heads, bb, -1, key_dim))
         axes = ops.matmul(queries, per_query)  # (N, b*b, G * blocks, 2M)
@@ -539,7 +676,6 @@ def _attention_select(blocks, q, k, v, *tables):
     grids = t.d * t.d
     by_query = (grids, -1, nb, bb, mem * mem)
     centre = _gather(ops.reshape(logits, (grids, -1, nb, bb * mem * mem)), centres, axis=3)
-    inside = t.inside()
     # tf2onnx writes this float select as two products and a sum, which ONNX Runtime
     # runs about 4x faster than its Where (benchmarks/onnx_ops.py).
     logits = select_masked(ops.reshape(logits, by_query), inside, centre[..., None])
@@ -547,5 +683,4 @@ def _attention_select(blocks, q, k, v, *tables):
     # Exactly 0 outside the window: the keys there are other pixels' (not the zeros
     # outside the image), and the receptive field stays the window.
     weights = ops.reshape(weights, by_query) * ops.cast(inside, "float32")
-    out_blocks = ops.matmul(ops.cast(ops.reshape(weights, (-1, bb, mem * mem)), vm.dtype), vm)
-    return t.images(out_blocks, num_heads, low_rank=True)
+    return ops.matmul(ops.cast(ops.reshape(weights, (-1, bb, mem * mem)), vm.dtype), vm)

@@ -32,6 +32,7 @@ Three exact implementations:
 from keras_sasa import _validation as check
 from keras_sasa.ops._common import BORDER_MODES
 from keras_sasa.ops.blocked import default_block_size
+from keras_sasa.ops.blocked import default_chunks
 from keras_sasa.ops.blocked import local_attention_blocked
 from keras_sasa.ops.reference import local_attention_reference
 from keras_sasa.ops.unrolled import local_attention_unrolled
@@ -42,6 +43,7 @@ __all__ = [
     "BORDER_MODES",
     "IMPLEMENTATIONS",
     "default_block_size",
+    "default_chunks",
     "local_attention",
     "local_attention_blocked",
     "local_attention_reference",
