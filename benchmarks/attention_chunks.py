@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 
+import _markdown
 import numpy as np
 
 from keras_sasa import serving
@@ -72,10 +73,7 @@ def measure(size, directory):
     return rows
 
 
-def main(argv):
-    if len(argv) != 1:
-        print("usage: python benchmarks/attention_chunks.py OUTPUT.md", file=sys.stderr)
-        return 2
+def table():
     lines = [
         f"One thread per runtime, median of round-robin calls; {machine_description()}.",
         "",
@@ -88,12 +86,8 @@ def main(argv):
     with tempfile.TemporaryDirectory() as directory:
         for size in SIZES:
             lines += measure(size, directory)
-    text = "\n".join(lines) + "\n"
-    with open(argv[0], "w") as f:
-        f.write(text)
-    print(text)
-    return 0
+    return lines
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(_markdown.main(sys.argv[1:], __file__, table))

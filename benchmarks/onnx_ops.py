@@ -19,6 +19,7 @@ writes the Markdown tables to the argument (and prints them).
 import sys
 import time
 
+import _markdown
 import numpy as np
 import onnxruntime
 from onnx import TensorProto
@@ -160,29 +161,19 @@ def relative_logits(rng):
     ]
 
 
-def main(argv):
-    if len(argv) != 1:
-        print("usage: python benchmarks/onnx_ops.py OUTPUT.md", file=sys.stderr)
-        return 2
+def table():
     rng = np.random.default_rng(0)
-    text = "\n".join(
-        [
-            f"ONNX Runtime {onnxruntime.__version__}, one thread, median of {RUNS} runs; "
-            f"{machine_description()}.",
-            "",
-            *softmax_rows(rng),
-            "",
-            *masks(rng),
-            "",
-            *relative_logits(rng),
-            "",
-        ]
-    )
-    with open(argv[0], "w") as f:
-        f.write(text)
-    print(text)
-    return 0
+    return [
+        f"ONNX Runtime {onnxruntime.__version__}, one thread, median of {RUNS} runs; "
+        f"{machine_description()}.",
+        "",
+        *softmax_rows(rng),
+        "",
+        *masks(rng),
+        "",
+        *relative_logits(rng),
+    ]
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(_markdown.main(sys.argv[1:], __file__, table))

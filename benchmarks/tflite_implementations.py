@@ -14,6 +14,7 @@ writes the Markdown table to the argument (and prints it).
 import statistics
 import sys
 
+import _markdown
 import numpy as np
 
 from keras_sasa import export
@@ -47,10 +48,7 @@ def measure(size):
     return rows
 
 
-def main(argv):
-    if len(argv) != 1:
-        print("usage: python benchmarks/tflite_implementations.py OUTPUT.md", file=sys.stderr)
-        return 2
+def table():
     lines = [
         f"LiteRT, one thread, batch 1, median of round-robin calls; {machine_description()}.",
         "",
@@ -60,12 +58,8 @@ def main(argv):
     ]
     for size in SIZES:
         lines += measure(size)
-    text = "\n".join(lines) + "\n"
-    with open(argv[0], "w") as f:
-        f.write(text)
-    print(text)
-    return 0
+    return lines
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(_markdown.main(sys.argv[1:], __file__, table))
