@@ -97,7 +97,7 @@ def test_tflite_graph_holds_only_builtin_ops(blocked_model_and_tflite):
     assert not any(name.startswith("Flex") or name == "CUSTOM" for name in names)
 
 
-def grouped_heads_model():
+def chunked_model():
     """One attention layer whose inference graph attends its 4 heads in 4 groups, and
     each head's blocks in 2 bands (`default_chunks`: 640 000 bytes of logits per head
     and image)."""
@@ -107,8 +107,8 @@ def grouped_heads_model():
     return keras.Model(inputs, LocalSelfAttention2D(8, 7, num_heads=4)(inputs))
 
 
-def test_tflite_runs_heads_attended_in_groups():
-    model = grouped_heads_model()
+def test_tflite_runs_the_attention_in_chunks():
+    model = chunked_model()
     x = images(2, (40, 40, 8))
     np.testing.assert_allclose(
         run_tflite(export.to_tflite(model), x), np.asarray(model(x)), atol=1e-4

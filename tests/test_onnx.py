@@ -7,7 +7,7 @@ import pytest
 
 import keras_sasa
 from keras_sasa import export
-from test_export import grouped_heads_model
+from test_export import chunked_model
 from test_export import small_model
 
 
@@ -47,8 +47,8 @@ def test_sasa_resnet26_exports_with_each_small_image_stem(tmp_path, stem):
     np.testing.assert_allclose(outputs, np.asarray(model(x)), atol=1e-4)
 
 
-def test_heads_attended_in_groups_export(tmp_path):
-    model = grouped_heads_model()
+def test_attention_in_chunks_exports(tmp_path):
+    model = chunked_model()
     x = images(3, (40, 40, 8))
     outputs, _ = run_onnx(export.to_onnx(model, tmp_path / "model.onnx"), x)
     np.testing.assert_allclose(outputs, np.asarray(model(x)), atol=1e-4)

@@ -77,8 +77,14 @@ def default_chunks(height, width, kernel_size, num_heads, dilation_rate=1, block
     if block_size is None:
         block_size = default_block_size(height, width, kernel_size)
     blocks = _Blocks(height, width, dilation_rate, block_size, kernel_size, "mask")
-    per_block = blocks.d**2 * blocks.nbw * (blocks.b * blocks.mem) ** 2 * 4
-    per_head = blocks.nbh * per_block
+    return _default_chunks(blocks, num_heads)
+
+
+def _default_chunks(blocks, num_heads):
+    """`default_chunks` of the blocks of one image (sizes as tensors: one chunk)."""
+    if not blocks.static:
+        return 1, 1
+    per_head = blocks.d**2 * blocks.nbh * blocks.nbw * (blocks.b * blocks.mem) ** 2 * 4
     for groups in (n for n in range(1, num_heads + 1) if num_heads % n == 0):
         if per_head * num_heads <= groups * CHUNK_BYTES:
             return groups, 1
@@ -169,7 +175,7 @@ def local_attention_blocked(
     blocks = _Blocks(height, width, d, block_size, kernel_size, border)
     if select_mask:
         num_heads = query.shape[3]
-        groups, bands = default_chunks(height, width, kernel_size, num_heads, d, block_size)
+        groups, bands = _default_chunks(blocks, num_heads)
         groups = groups if head_groups is None else head_groups
         bands = bands if row_bands is None else row_bands
         check.positive_int("head_groups", groups, type_error=ValueError)
@@ -615,25 +621,35 @@ def _attention_select(blocks, q, k, v, *tables, groups=1, bands=1):
     the next one's starts, and runtimes that run a graph op by op on one thread keep that
     order, so a chunk's logits stay in the cache through the passes over them.
     """
-    if groups > 1:
+    t = blocks
+    if bands == 1:
+        band_list = [None]
+    else:
+        band_list = [(i * t.nbh // bands, (i + 1) * t.nbh // bands) for i in range(bands)]
+    # The constants of each band, shared by the groups of heads.
+    insides = [t.inside(band) for band in band_list]
+    spread = None
+    if tables:  # The (2M, M*M) spreading matrix of the relative logits.
+        spread = ops.convert_to_tensor(np.ascontiguousarray(_selectors(t.mem).T))
+    if groups == 1:
+        chunks = [(q, k, v, *tables)]
+    else:
         parts = [ops.split(x, groups, axis=3) for x in (q, k, v)]
         parts += [ops.split(table, groups, axis=1) for table in tables]
-        outs = [
-            _attention_select(blocks, *group, bands=bands) for group in zip(*parts, strict=True)
-        ]
-        return ops.concatenate(outs, axis=3)
-    t = blocks
-    num_heads = q.shape[3]
-    per_query = _per_query_tables(t, *tables) if tables else None
-    rows, keys, values = t.query_rows(q), t.padded_memory(k), t.padded_memory(v)
+        chunks = zip(*parts, strict=True)
     outs = []
-    for first in range(bands):
-        band = None if bands == 1 else (first * t.nbh // bands, (first + 1) * t.nbh // bands)
-        qb = t.band_queries(rows, band)
-        km, vm = t.band_memory(keys, band), t.band_memory(values, band)
-        out_blocks = _select_blocks(t, qb, km, vm, per_query, t.inside(band), band)
-        outs.append(t.band_images(out_blocks, num_heads, band))
-    return t.crop(outs[0] if bands == 1 else ops.concatenate(outs, axis=1))
+    for group_q, group_k, group_v, *group_tables in chunks:
+        per_query = _per_query_tables(t, *group_tables) if tables else None
+        rows, keys = t.query_rows(group_q), t.padded_memory(group_k)
+        values = t.padded_memory(group_v)
+        images = []
+        for band, inside in zip(band_list, insides, strict=True):
+            qb = t.band_queries(rows, band)
+            km, vm = t.band_memory(keys, band), t.band_memory(values, band)
+            out_blocks = _select_blocks(t, qb, km, vm, per_query, spread, inside, band)
+            images.append(t.band_images(out_blocks, group_q.shape[3], band))
+        outs.append(images[0] if bands == 1 else ops.concatenate(images, axis=1))
+    return t.crop(outs[0] if groups == 1 else ops.concatenate(outs, axis=3))
 
 
 def _per_query_tables(t, row_table, col_table):
@@ -647,9 +663,9 @@ def _per_query_tables(t, row_table, col_table):
     return ops.transpose(per_query, (2, 0, 3, 1))
 
 
-def _select_blocks(t, qb, km, vm, per_query, inside, band):
+def _select_blocks(t, qb, km, vm, per_query, spread, inside, band):
     """The attention of one chunk's blocks: (X, b*b, D) queries, (X, M*M, D) keys and
-    (X, M*M, Dv) values -> (X, b*b, Dv).
+    (X, M*M, Dv) values -> (X, b*b, Dv); `spread` is the (2M, M*M) 0/1 spreading matrix.
 
     Laid out for runtimes that run the graph op by op (ONNX Runtime, LiteRT): the
     relative logits are one (N, b*b) batch of small matmuls against the per-query tables,
@@ -671,7 +687,6 @@ def _select_blocks(t, qb, km, vm, per_query, inside, band):
         axes = ops.matmul(queries, per_query)  # (N, b*b, G * blocks, 2M)
         axes = ops.reshape(axes, (num_heads, bb, -1, nb, 2 * mem))
         axes = ops.reshape(ops.transpose(axes, (2, 0, 3, 1, 4)), (-1, 2 * mem))
-        spread = ops.convert_to_tensor(np.ascontiguousarray(_selectors(mem).T))  # (2M, M*M)
         logits = logits + ops.reshape(ops.matmul(axes, spread), (-1, bb, mem * mem))
     grids = t.d * t.d
     by_query = (grids, -1, nb, bb, mem * mem)
