@@ -109,6 +109,9 @@ def litert_runner(flatbuffer, threads=None):
     interpreter = export.tflite_interpreter(
         flatbuffer=flatbuffer, num_threads=threads or os.cpu_count()
     )
+    # Allocated now, with the export: LiteRT writes a line on stderr at the first
+    # allocation (its XNNPACK delegate), which `bench --serving` sends to its log.
+    interpreter.allocate_tensors()
     source = interpreter.get_input_details()[0]["index"]
     target = interpreter.get_output_details()[0]["index"]
     shape = [None]

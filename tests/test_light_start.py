@@ -150,6 +150,11 @@ def bad_keras_file(tmp_path):
             "integer, got 0",
         ),
         (
+            ["bench", "--serving", "--batches", "1,0"],
+            "python -m keras_sasa bench: error: argument --batches: expected positive "
+            "integers separated by commas, got '1,0'",
+        ),
+        (
             ["tune", "--kernel-sizes", "3,x"],
             "error: Invalid value for --kernel-sizes: cannot read '3,x'.",
         ),

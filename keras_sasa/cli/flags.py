@@ -90,6 +90,16 @@ def int_list(text):
         ) from None
 
 
+def positive_int_list(text):
+    """ "1,8" -> (1, 8): integers separated by commas, each at least 1."""
+    values = int_list(text)
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas, got {text!r}"
+        )
+    return values
+
+
 def stage_strides(text):
     """ "1,2,2,2" -> (1, 2, 2, 2): the groups' strides, checked as `TrainConfig` does."""
     strides = int_list(text)

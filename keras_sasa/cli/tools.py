@@ -83,10 +83,16 @@ def _add_serving_arguments(bench):
         "(--quick: a one-block model at 16x16)",
     )
     bench.add_argument(
-        "--sizes", type=flags.int_list, default=None, help="--serving image sizes (default: 32,224)"
+        "--sizes",
+        type=flags.positive_int_list,
+        default=None,
+        help="--serving image sizes (default: 32,224)",
     )
     bench.add_argument(
-        "--batches", type=flags.int_list, default=None, help="--serving batches (default: 1,8)"
+        "--batches",
+        type=flags.positive_int_list,
+        default=None,
+        help="--serving batches (default: 1,8)",
     )
     bench.add_argument(
         "--runs", type=flags.positive_int, default=None, help="--serving calls timed (default: 20)"
